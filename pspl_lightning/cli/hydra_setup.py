@@ -1,0 +1,44 @@
+"""Where the configs live and the OmegaConf resolvers they use (registered on import)."""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def config_dir() -> str:
+    """The ``configs/`` folder: inside the installed wheel, else at the repository root."""
+    for candidate in (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"no configs/train.yaml next to {_PACKAGE_DIR}: is the package installed correctly?")
+
+
+def wandb_offline() -> bool:
+    """Offline unless W&B can authenticate (WANDB_API_KEY or a netrc login); WANDB_MODE, when set, wins."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"] == "offline"
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return True
+
+
+def register_resolvers() -> None:
+    """``${pspl_uid:}``: a random 6-hex suffix, fixed per config (unique run folders within a second);
+    ``${pspl_wandb_offline:}``: see :func:`wandb_offline`."""
+    if not OmegaConf.has_resolver("pspl_uid"):
+        OmegaConf.register_new_resolver("pspl_uid", lambda: secrets.token_hex(3), use_cache=True)
+    if not OmegaConf.has_resolver("pspl_wandb_offline"):
+        OmegaConf.register_new_resolver("pspl_wandb_offline", wandb_offline)
+
+
+register_resolvers()

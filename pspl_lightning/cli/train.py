@@ -1,0 +1,111 @@
+"""``pspl-train``: compose the Hydra config, build data/network/loss/trainer, fit, validate, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from pspl_lightning.cli.checks import ConfigError, check_train_config
+from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.module import SRModule
+
+log = logging.getLogger("pspl_lightning")
+
+
+def _instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry of a dict-of-configs group, skipping entries set to null."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
+
+
+def _run_name(cfg: DictConfig) -> str:
+    if cfg.get("run_name"):
+        return str(cfg.run_name)
+    try:
+        overrides = HydraConfig.get().job.override_dirname
+    except ValueError:  # not under a Hydra app (tests using compose)
+        overrides = ""
+    return overrides or str(cfg.task_name)
+
+
+def write_metrics(path: Path, metrics: dict[str, float], global_step: int) -> None:
+    """Write the final validation metrics as JSON (atomically: no torn file if interrupted)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"global_step": global_step, **metrics}, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train as ``cfg`` says, end with a validation pass, write ``metrics.json``; return its metrics."""
+    check_train_config(cfg)
+    with open_dict(cfg):
+        cfg.run_name = _run_name(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    module = SRModule(
+        net=instantiate(cfg.model),
+        loss=instantiate(cfg.loss),
+        scale=cfg.data.scale,
+        optimizer=instantiate(cfg.optimizer),
+        lr_milestones=cfg.schedule.lr_milestones,
+        lr_gamma=cfg.schedule.lr_gamma,
+        val_set_names=datamodule.val_set_names,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
+    callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     default_root_dir=str(output_dir))
+    for lg in loggers:
+        lg.log_hyperparams(module.run_config)
+
+    log.info("Training %s with %s for %d steps; outputs in %s", type(module.net).__name__,
+             type(module.loss).__name__, trainer.max_steps, output_dir)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if module.last_val_step != trainer.global_step:  # stopped between validation intervals
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics = module.last_val_metrics
+    if trainer.is_global_zero:
+        write_metrics(output_dir / "metrics.json", metrics, trainer.global_step)
+        summary = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if k.count("/") == 1)
+        log.info("Final validation at step %d: %s (written to %s)", trainer.global_step, summary,
+                 output_dir / "metrics.json")
+    for lg in loggers:
+        lg.finalize("success")
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except ConfigError as exc:
+        log.error("Invalid configuration: %s", exc)
+        sys.exit(2)
+    return metrics.get("val/psnr_y")  # the objective a Hydra sweeper (Optuna) maximises
+
+
+def main() -> None:
+    """Console entry point of ``pspl-train``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

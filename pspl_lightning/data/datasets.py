@@ -1,0 +1,77 @@
+"""Datasets over LR/HR uint8 image pairs: random aligned training patches and whole validation images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+ImagePair = tuple[np.ndarray, np.ndarray]  # (LR, HR), each H x W x 3 uint8 (in memory or memory-mapped)
+
+
+def _to_chw(arr: np.ndarray) -> Tensor:
+    """H x W x C array (possibly a read-only view or memory map) -> a C x H x W tensor that owns its data."""
+    return torch.from_numpy(np.array(arr, copy=True, order="C")).permute(2, 0, 1)
+
+
+def augment_pair(lr: np.ndarray, hr: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> ImagePair:
+    """Apply the same flips and transpose (the 8 dihedral transforms) to an H x W x C pair."""
+    if hflip:
+        lr, hr = lr[:, ::-1], hr[:, ::-1]
+    if vflip:
+        lr, hr = lr[::-1], hr[::-1]
+    if transpose:
+        lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
+    return lr, hr
+
+
+class PatchDataset(Dataset):
+    """Random aligned patches: the crop is drawn on LR coordinates and scaled to HR (BasicSR's rule).
+
+    ``patch_size`` is the HR patch side; ``repeat`` makes one epoch visit every image ``repeat`` times
+    (EDSR's long epochs over 800 images). Items are ``(lr, hr)`` uint8 C x H x W tensors: the float
+    conversion happens on the training device, which moves 4x fewer bytes.
+    """
+
+    def __init__(self, pairs: Sequence[ImagePair], scale: int, patch_size: int, repeat: int = 1,
+                 augment: bool = True) -> None:
+        if patch_size % scale:
+            raise ValueError(f"data.patch_size={patch_size} must be divisible by data.scale={scale}")
+        if not pairs:
+            raise ValueError("PatchDataset needs at least one image pair")
+        if repeat < 1:
+            raise ValueError(f"data.repeat must be >= 1, got {repeat}")
+        self.pairs, self.scale, self.patch_size = pairs, scale, patch_size
+        self.repeat, self.augment = repeat, augment
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.repeat
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        lr, hr = self.pairs[index % len(self.pairs)]
+        lp, s = self.patch_size // self.scale, self.scale
+        top = int(torch.randint(0, lr.shape[0] - lp + 1, ()))
+        left = int(torch.randint(0, lr.shape[1] - lp + 1, ()))
+        lr = lr[top : top + lp, left : left + lp]
+        hr = hr[top * s : (top + lp) * s, left * s : (left + lp) * s]
+        if self.augment:
+            hflip, vflip, transpose = (torch.rand(3) < 0.5).tolist()
+            lr, hr = augment_pair(lr, hr, hflip, vflip, transpose)
+        return _to_chw(lr), _to_chw(hr)
+
+
+class PairDataset(Dataset):
+    """Whole LR/HR images in order, for validation and evaluation (batch size 1: sizes differ)."""
+
+    def __init__(self, pairs: Sequence[ImagePair]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        lr, hr = self.pairs[index]
+        return _to_chw(lr), _to_chw(hr)

@@ -1,0 +1,137 @@
+"""Pixel-level Self-Paced Learning (Lin et al., ICASSP 2020): SSIM-driven per-pixel loss weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from pspl_lightning.losses.base import BASE_LOSSES, charbonnier
+from pspl_lightning.losses.ssim import C1, C2, ssim_map
+
+SSIM_MODES = ("official", "normalized")
+
+
+def pace_sigma(global_step: int, alpha: float, beta: float, step_unit: int) -> float:
+    """Gaussian width at optimizer step ``global_step`` (0-based): ``alpha * (step + 1) / step_unit + beta``.
+
+    The reference counts progress in 1-based "epochs" of ``step_unit`` iterations; a pure function of the
+    global step makes resumed runs follow the same pace.
+    """
+    return alpha * (global_step + 1) / step_unit + beta
+
+
+def check_pace(alpha: float, beta: float, step_unit: int, max_steps: int | None = None) -> None:
+    """Raise ``ValueError`` naming ``loss.alpha``/``loss.beta`` if sigma can be <= 0 within ``max_steps``.
+
+    Sigma is linear in the step, so checking the first and last step covers the whole run. Without
+    ``max_steps`` only the first step and the sign of the slope (a shrinking pace) are checked.
+    """
+    if step_unit <= 0:
+        raise ValueError(f"loss.step_unit must be a positive number of steps, got {step_unit}")
+    first = pace_sigma(0, alpha, beta, step_unit)
+    if max_steps is None or max_steps < 0:
+        last = first if alpha >= 0 else -math.inf
+        where = "eventually"
+    else:
+        last = pace_sigma(max(max_steps - 1, 0), alpha, beta, step_unit)
+        where = f"at step {max_steps - 1}"
+    if first <= 0 or last <= 0:
+        bad_at = "at step 0" if first <= 0 else where
+        raise ValueError(
+            f"PSPL sigma = loss.alpha * (step + 1) / loss.step_unit + loss.beta must stay > 0, but with "
+            f"loss.alpha={alpha}, loss.beta={beta}, loss.step_unit={step_unit} it is "
+            f"{first if first <= 0 else last:g} {bad_at} (the weight exp(-((ssim + 1) / sigma)^2) divides by "
+            f"sigma). Use loss.alpha > 0, or loss.beta > 0 for a fixed width."
+        )
+
+
+class PSPLLoss(nn.Module):
+    """PSPL loss: ``base(sr * w, hr * w)`` with ``w = max_weight * exp(-((SSIM(hr, sr) + 1) / sigma)^2)``.
+
+    The weights are detached (no gradient flows through the SSIM map) and computed per RGB channel.
+    ``sigma`` is set from outside before each step (the :class:`~pspl_lightning.callbacks.PSPLPace`
+    callback, from ``trainer.global_step``) or passed to :meth:`forward`.
+
+    ``ssim_mode="official"`` is the reference formula: SSIM on the images scaled to 0..255 with the [0, 1]
+    constants C1 = 0.01^2, C2 = 0.03^2. Those constants are tiny against 0..255 variances, so in flat
+    regions the SSIM is ill-conditioned: E[x^2] - mu^2 cancels (mu^2 up to 65025 against C2 = 9e-4), and
+    the reference's float32 weights there are rounding noise (off by up to ~1.9 from the exact formula on
+    scikit-image's astronaut). We therefore compute the local moments in float64 by default
+    (``ssim_dtype="float64"``), which gives the exact formula to ~1e-8. ``ssim_mode="normalized"``
+    computes SSIM on [0, 1] data with the same constants, as the paper describes, and is well conditioned
+    in float32 (its default).
+
+    Inputs are float RGB in [0, 1]; with ``official`` and ``base="l1"`` the loss equals the reference's
+    (0..255) loss divided by 255.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 0.0,
+        max_weight: float = 2.0,
+        step_unit: int = 1000,
+        base: str = "l1",
+        ssim_mode: str = "official",
+        charbonnier_eps: float = 1e-3,
+        ssim_dtype: str | None = None,
+    ) -> None:
+        super().__init__()
+        if base not in BASE_LOSSES:
+            raise ValueError(f"loss.base must be one of {sorted(BASE_LOSSES)}, got {base!r}")
+        if ssim_mode not in SSIM_MODES:
+            raise ValueError(f"loss.ssim_mode must be one of {list(SSIM_MODES)}, got {ssim_mode!r}")
+        if not max_weight > 0:
+            raise ValueError(f"loss.max_weight must be > 0, got {max_weight}")
+        if ssim_dtype is None:
+            ssim_dtype = "float64" if ssim_mode == "official" else "float32"
+        if ssim_dtype not in ("float32", "float64"):
+            raise ValueError(f"loss.ssim_dtype must be 'float32', 'float64' or null, got {ssim_dtype!r}")
+        check_pace(alpha, beta, step_unit)
+        self.alpha, self.beta, self.step_unit = float(alpha), float(beta), int(step_unit)
+        self.max_weight = float(max_weight)
+        self.base, self.ssim_mode, self.charbonnier_eps = base, ssim_mode, float(charbonnier_eps)
+        self.ssim_dtype = getattr(torch, ssim_dtype)
+        self.sigma: float | None = None
+        self.last_weights: Tensor | None = None
+
+    def sigma_at(self, global_step: int) -> float:
+        """Sigma this loss uses at optimizer step ``global_step``."""
+        return pace_sigma(global_step, self.alpha, self.beta, self.step_unit)
+
+    def set_step(self, global_step: int) -> float:
+        """Set sigma for optimizer step ``global_step`` and return it."""
+        self.sigma = self.sigma_at(global_step)
+        return self.sigma
+
+    @torch.no_grad()
+    def weight_map(self, sr: Tensor, hr: Tensor, sigma: float) -> Tensor:
+        """Detached per-pixel, per-channel float32 weights (B x C x H x W), computed without a graph."""
+        if not sigma > 0:
+            raise ValueError(f"PSPL sigma must be > 0, got {sigma}")
+        with torch.autocast(device_type=sr.device.type, enabled=False):
+            x, y = hr.detach().to(self.ssim_dtype), sr.detach().to(self.ssim_dtype)
+            if self.ssim_mode == "official":
+                x, y = x * 255.0, y * 255.0
+            s = ssim_map(x, y, c1=C1, c2=C2).float()
+            return s.add_(1.0).div_(sigma).square_().neg_().exp_().mul_(self.max_weight)
+
+    def forward(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> Tensor:
+        sigma = self.sigma if sigma is None else sigma
+        if sigma is None:
+            raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or add the PSPLPace callback to the trainer")
+        w = self.weight_map(sr, hr, sigma)
+        self.last_weights = w
+        sr32, hr32 = sr.float(), hr.float()
+        if self.base == "l1":  # |w sr - w hr| = w |sr - hr| since w >= 0: one product instead of two
+            return ((sr32 - hr32).abs() * w).mean()
+        if self.base == "mse":
+            return ((sr32 - hr32) * w).square().mean()
+        return charbonnier(sr32 * w, hr32 * w, self.charbonnier_eps)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, beta={self.beta}, max_weight={self.max_weight}, "
+                f"step_unit={self.step_unit}, base={self.base!r}, ssim_mode={self.ssim_mode!r}, "
+                f"ssim_dtype={str(self.ssim_dtype).removeprefix('torch.')}")
