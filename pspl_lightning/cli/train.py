@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pspl_lightning.cli.checks import ConfigError, check_train_config
 from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.fast_paths import prepare_network
 from pspl_lightning.module import SRModule
 
 log = logging.getLogger("pspl_lightning")
@@ -40,6 +42,19 @@ def _run_name(cfg: DictConfig) -> str:
     return overrides or str(cfg.task_name)
 
 
+def build_network(cfg: DictConfig) -> torch.nn.Module:
+    """Instantiate ``cfg.model``; warm-start from ``model.init_from`` and apply ``cfg.fast`` options."""
+    model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "init_from"])
+    net = instantiate(model_cfg)
+    if cfg.model.get("init_from"):
+        from pspl_lightning.archs.warm_start import load_matching_weights
+
+        load_matching_weights(net, cfg.model.init_from)
+    fast = cfg.get("fast") or {}
+    return prepare_network(net, channels_last=bool(fast.get("channels_last", False)),
+                           compile=bool(fast.get("compile", False)))
+
+
 def write_metrics(path: Path, metrics: dict[str, float], global_step: int) -> None:
     """Write the final validation metrics as JSON (atomically: no torn file if interrupted)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +72,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
+    net = build_network(cfg)
     module = SRModule(
-        net=instantiate(cfg.model),
+        net=net,
         loss=instantiate(cfg.loss),
         scale=cfg.data.scale,
         optimizer=instantiate(cfg.optimizer),
