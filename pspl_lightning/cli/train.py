@@ -44,7 +44,8 @@ def _run_name(cfg: DictConfig) -> str:
 
 def build_network(cfg: DictConfig) -> torch.nn.Module:
     """Instantiate ``cfg.model``; warm-start from ``model.init_from`` and apply ``cfg.fast`` options."""
-    model_cfg = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "init_from"])
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model_cfg.pop("init_from", None)
     net = instantiate(model_cfg)
     if cfg.model.get("init_from"):
         from pspl_lightning.archs.warm_start import load_matching_weights
