@@ -30,7 +30,7 @@ TINY = [
     "trainer.val_check_interval=3",
     "trainer.log_every_n_steps=1",
     "trainer.enable_model_summary=false",
-    "schedule.lr_milestones=[4]",
+    "schedule.lr_milestones=[]",
     "logger=csv",
     "callbacks.progress_bar=null",
 ]
@@ -54,7 +54,6 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir / "run")
-        cfg.hydra.runtime.output_dir = str(output_dir / "run")
     return cfg
 
 

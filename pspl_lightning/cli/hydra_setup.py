@@ -17,7 +17,9 @@ def config_dir() -> str:
     for candidate in (_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"):
         if (candidate / "train.yaml").is_file():
             return str(candidate)
-    raise FileNotFoundError(f"no configs/train.yaml next to {_PACKAGE_DIR}: is the package installed correctly?")
+    raise FileNotFoundError(
+        f"no configs/train.yaml next to {_PACKAGE_DIR}: is the package installed correctly?"
+    )
 
 
 def wandb_offline() -> bool:

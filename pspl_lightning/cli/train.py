@@ -42,6 +42,12 @@ def _run_name(cfg: DictConfig) -> str:
     return overrides or str(cfg.task_name)
 
 
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain data with interpolations resolved (Hydra's own node left out)."""
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in cfg if k != "hydra"}
+
+
 def build_network(cfg: DictConfig) -> torch.nn.Module:
     """Instantiate ``cfg.model``; warm-start from ``model.init_from`` and apply ``cfg.fast`` options."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -82,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lr_milestones=cfg.schedule.lr_milestones,
         lr_gamma=cfg.schedule.lr_gamma,
         val_set_names=datamodule.val_set_names,
-        run_config=OmegaConf.to_container(cfg, resolve=True),
+        run_config=resolved_config(cfg),
     )
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
