@@ -1,5 +1,15 @@
-"""SR networks: plain ``nn.Module`` classes built from configs through ``_target_``."""
+"""SR networks: plain ``nn.Module`` classes built from configs through ``_target_``.
+
+Networks whose upsampler depends on the scale list it in ``scale_dependent`` (state-dict key prefixes),
+which :func:`pspl_lightning.archs.warm_start.load_matching_weights` skips across scales.
+"""
 
 from pspl_lightning.archs.edsr import EDSR
+from pspl_lightning.archs.rcan import RCAN
+from pspl_lightning.archs.rdn import RDN
+from pspl_lightning.archs.srcnn import SRCNN
+from pspl_lightning.archs.srresnet import MSRResNet
+from pspl_lightning.archs.tiny import TinySR
+from pspl_lightning.archs.vdsr import VDSR
 
-__all__ = ["EDSR"]
+__all__ = ["EDSR", "MSRResNet", "RCAN", "RDN", "SRCNN", "TinySR", "VDSR"]

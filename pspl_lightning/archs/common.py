@@ -1,11 +1,18 @@
-"""Building blocks shared by the SR networks: mean shift, residual block, pixel-shuffle upsampler."""
+"""Building blocks shared by the SR networks: mean shift, residual block, pixel-shuffle upsampler,
+MATLAB-exact bicubic pre-upsampling and the Y-channel wrapper of the pre-upsampling networks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import kornia.color
 import torch
 from torch import Tensor, nn
 
+from pspl_lightning.data.imresize import resize_matrix
+
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+COLOR_MODES = ("rgb", "y")
 
 
 class MeanShift(nn.Conv2d):
@@ -38,18 +45,106 @@ class ResBlock(nn.Module):
         return x + self.body(x) * self.res_scale if self.res_scale != 1 else x + self.body(x)
 
 
-class Upsampler(nn.Sequential):
-    """Sub-pixel upsampler: one x``scale`` stage for 2 and 3, x2 stages for powers of two."""
+def upsample_stages(scale: int) -> list[int]:
+    """Pixel-shuffle factors of an upsampler: one stage for x2 and x3, x2 stages for powers of two."""
+    if scale in (2, 3):
+        return [scale]
+    if scale > 0 and scale & (scale - 1) == 0:
+        return [2] * (scale.bit_length() - 1)
+    raise ValueError(f"model.scale must be 2, 3 or a power of two, got {scale}")
 
-    def __init__(self, scale: int, n_feats: int, kernel_size: int = 3) -> None:
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel upsampler: one x``scale`` stage for 2 and 3, x2 stages for powers of two.
+
+    Each stage is conv(``n_feats`` -> s^2 ``out_feats``) + PixelShuffle(s) [+ ``act()``]; ``out_feats``
+    defaults to ``n_feats`` (RDN uses another width after the first stage).
+    """
+
+    def __init__(self, scale: int, n_feats: int, kernel_size: int = 3, out_feats: int | None = None,
+                 act: Callable[[], nn.Module] | None = None) -> None:
+        out_feats = n_feats if out_feats is None else out_feats
         layers: list[nn.Module] = []
         pad = kernel_size // 2
-        if scale in (2, 3):
-            stages = [scale]
-        elif scale > 0 and scale & (scale - 1) == 0:
-            stages = [2] * (scale.bit_length() - 1)
-        else:
-            raise ValueError(f"model.scale must be 2, 3 or a power of two, got {scale}")
-        for s in stages:
-            layers += [nn.Conv2d(n_feats, s * s * n_feats, kernel_size, padding=pad), nn.PixelShuffle(s)]
+        in_feats = n_feats
+        for s in upsample_stages(scale):
+            layers += [nn.Conv2d(in_feats, s * s * out_feats, kernel_size, padding=pad), nn.PixelShuffle(s)]
+            if act is not None:
+                layers.append(act())
+            in_feats = out_feats
         super().__init__(*layers)
+
+
+class BicubicUpsample(nn.Module):
+    """MATLAB ``imresize(x, scale, 'bicubic')`` on B x C x H x W tensors (the input of VDSR and SRCNN).
+
+    Uses the dense per-axis matrices of :func:`pspl_lightning.data.imresize.resize_matrix` (the data
+    pipeline's MATLAB-exact resize) as two matrix products; torch's own bicubic uses a = -0.75 and gives
+    other pixels. The cost (O(H) per output pixel) is far below that of the networks that follow.
+    """
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        if scale < 1:
+            raise ValueError(f"BicubicUpsample scale must be a positive integer, got {scale}")
+        self.scale = int(scale)
+        self._cache: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
+
+    def _matrix(self, n: int, ref: Tensor) -> Tensor:
+        key = (n, self.scale, ref.device, ref.dtype)
+        if key not in self._cache:
+            mat = resize_matrix(n, n * self.scale, float(self.scale))
+            self._cache[key] = torch.from_numpy(mat).to(device=ref.device, dtype=ref.dtype)
+        return self._cache[key]
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.scale == 1:
+            return x
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        xf = x.to(dtype)
+        rows, cols = self._matrix(x.shape[-2], xf), self._matrix(x.shape[-1], xf)
+        return (rows @ xf @ cols.transpose(0, 1)).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+class PreUpsampledSR(nn.Module):
+    """Base of the networks that work on the bicubic-upscaled image (VDSR, SRCNN): LR in, HR out, so the
+    data stays the same for every network.
+
+    ``channels="rgb"`` runs ``body`` on the three channels; ``channels="y"`` (the papers' setting) runs it on
+    the luma of YCbCr only and takes the chroma from the bicubic image. Subclasses set ``self.body``
+    and may override :meth:`restore`.
+    """
+
+    scale_dependent: tuple[str, ...] = ()  # no layer depends on the scale: every weight transfers
+
+    def __init__(self, scale: int, channels: str = "rgb") -> None:
+        super().__init__()
+        if channels not in COLOR_MODES:
+            raise ValueError(f"model.channels must be one of {list(COLOR_MODES)}, got {channels!r}")
+        self.scale, self.channels = int(scale), channels
+        self.n_colors = 3 if channels == "rgb" else 1
+        self.upsample = BicubicUpsample(scale)
+
+    def restore(self, x: Tensor) -> Tensor:
+        """The network proper, on the upscaled RGB or Y image."""
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        up = self.upsample(x)
+        if self.channels == "rgb":
+            return self.restore(up)
+        ycc = kornia.color.rgb_to_ycbcr(up)
+        return kornia.color.ycbcr_to_rgb(torch.cat([self.restore(ycc[:, :1]), ycc[:, 1:]], dim=1))
+
+
+def init_kaiming(module: nn.Module, scale: float = 1.0) -> None:
+    """He-normal init of every conv (fan-in, ReLU gain) multiplied by ``scale``; zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            m.weight.data.mul_(scale)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

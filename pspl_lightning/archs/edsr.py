@@ -11,6 +11,8 @@ class EDSR(nn.Module):
     """EDSR on RGB in [0, 1]. Defaults are EDSR-baseline (16 blocks, 64 features, res_scale 1);
     the paper model is ``EDSR(n_resblocks=32, n_feats=256, res_scale=0.1)``."""
 
+    scale_dependent: tuple[str, ...] = ("tail.",)  # weights a warm start from another scale must skip
+
     def __init__(self, scale: int = 2, n_resblocks: int = 16, n_feats: int = 64, res_scale: float = 1.0,
                  n_colors: int = 3, rgb_range: float = 1.0) -> None:
         super().__init__()
