@@ -45,7 +45,6 @@ class SRModule(L.LightningModule):
         })
         self.run_config = run_config
         self.last_val_metrics: dict[str, float] = {}
-        self.last_val_step: int | None = None
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.net(lr)
@@ -80,7 +79,7 @@ class SRModule(L.LightningModule):
         for key, value in values.items():
             self.log(key, value, prog_bar=key == "val/psnr_y", add_dataloader_idx=False)
         if not self.trainer.sanity_checking:
-            self.last_val_metrics, self.last_val_step = values, self.trainer.global_step
+            self.last_val_metrics = values
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.net.parameters() if p.requires_grad]

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pspl_lightning.callbacks.results import FinalResults
 from pspl_lightning.cli.checks import ConfigError, check_train_config
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.fast_paths import prepare_network
@@ -62,14 +63,6 @@ def build_network(cfg: DictConfig) -> torch.nn.Module:
                            compile=bool(fast.get("compile", False)))
 
 
-def write_metrics(path: Path, metrics: dict[str, float], global_step: int) -> None:
-    """Write the final validation metrics as JSON (atomically: no torn file if interrupted)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"global_step": global_step, **metrics}, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says, end with a validation pass, write ``metrics.json``; return its metrics."""
     check_train_config(cfg)
@@ -94,6 +87,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    callbacks.append(FinalResults(output_dir))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(output_dir))
     for lg in loggers:
@@ -102,17 +96,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Training %s with %s for %d steps; outputs in %s", type(module.net).__name__,
              type(module.loss).__name__, trainer.max_steps, output_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    if module.last_val_step != trainer.global_step:  # stopped between validation intervals
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics = module.last_val_metrics
-    if trainer.is_global_zero:
-        write_metrics(output_dir / "metrics.json", metrics, trainer.global_step)
-        summary = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if k.count("/") == 1)
-        log.info("Final validation at step %d: %s (written to %s)", trainer.global_step, summary,
-                 output_dir / "metrics.json")
     for lg in loggers:
         lg.finalize("success")
-    return metrics
+    metrics_file = output_dir / "metrics.json"
+    return json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
