@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import kornia.color
 import torch
 from torch import Tensor, nn
 
@@ -109,6 +108,23 @@ class BicubicUpsample(nn.Module):
         return f"scale={self.scale}"
 
 
+def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
+    """Full-range BT.601 YCbCr of B x 3 x H x W RGB (Y in [0, 1], Cb/Cr centred on 0.5)."""
+    r, g, b = rgb.unbind(dim=1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([y, (b - y) / 1.772 + 0.5, (r - y) / 1.402 + 0.5], dim=1)
+
+
+def ycbcr_to_rgb(ycc: Tensor) -> Tensor:
+    """Exact inverse of :func:`rgb_to_ycbcr`, unclipped. Hand-written: kornia's inverse clamps to [0, 1],
+    which zeroes the gradient of every out-of-range pixel and changes the network's output."""
+    y, cb, cr = ycc.unbind(dim=1)
+    r = y + 1.402 * (cr - 0.5)
+    b = y + 1.772 * (cb - 0.5)
+    g = (y - 0.299 * r - 0.114 * b) / 0.587
+    return torch.stack([r, g, b], dim=1)
+
+
 class PreUpsampledSR(nn.Module):
     """Base of the networks that work on the bicubic-upscaled image (VDSR, SRCNN): LR in, HR out, so the
     data stays the same for every network.
@@ -136,8 +152,8 @@ class PreUpsampledSR(nn.Module):
         up = self.upsample(x)
         if self.channels == "rgb":
             return self.restore(up)
-        ycc = kornia.color.rgb_to_ycbcr(up)
-        return kornia.color.ycbcr_to_rgb(torch.cat([self.restore(ycc[:, :1]), ycc[:, 1:]], dim=1))
+        ycc = rgb_to_ycbcr(up)
+        return ycbcr_to_rgb(torch.cat([self.restore(ycc[:, :1]), ycc[:, 1:]], dim=1))
 
 
 def init_kaiming(module: nn.Module, scale: float = 1.0) -> None:

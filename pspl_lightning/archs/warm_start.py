@@ -137,14 +137,15 @@ def _scale_dependent(net: nn.Module, key: str) -> bool:
     return any(part in key.lower() for part in FALLBACK_SCALE_PARTS)
 
 
-def load_matching_weights(net: nn.Module, path: str | Path,
-                          source_scale: int | None = None) -> WarmStartReport:
+def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | None = None,
+                          min_fraction: float = 0.5) -> WarmStartReport:
     """Copy into ``net`` every tensor of ``path`` whose name and shape match, except the scale-dependent
     layers (``net.scale_dependent``, e.g. the upsampler) when the file's scale differs from ``net.scale``.
 
     ``source_scale`` overrides the scale recorded in the file (bare state dicts record none; then only
-    shape mismatches are skipped). Logs and returns a :class:`WarmStartReport`; raises ``ValueError`` when
-    nothing matches (a file of another network).
+    shape mismatches are skipped). Logs and returns a :class:`WarmStartReport`. Raises ``ValueError`` when
+    less than ``min_fraction`` of the network's transferable tensors match: a file of another network or
+    size would otherwise start a long run from mostly random weights without anyone noticing.
     """
     state, file_scale = read_weights(path)
     src = source_scale if source_scale is not None else file_scale
@@ -162,14 +163,16 @@ def load_matching_weights(net: nn.Module, path: str | Path,
             report.skipped[key] = f"shape {tuple(value.shape)} in the file, {tuple(own[key].shape)} here"
         else:
             matched[key] = value
-    if not matched:
-        raise ValueError(
-            f"model.init_from={path}: no tensor matches {type(net).__name__} by name and shape "
-            f"(file keys start {sorted(state)[:4]}, network keys {sorted(own)[:4]}): "
-            f"a checkpoint of another network?")
-    net.load_state_dict(matched, strict=False)
     report.loaded = list(matched)
     report.not_in_file = [k for k in own if k not in matched]
+    transferable = [k for k in own if not (cross_scale and _scale_dependent(net, k))]
+    if len(matched) < min_fraction * len(transferable) or not matched:
+        raise ValueError(
+            f"model.init_from={path}: only {len(matched)} of the {len(transferable)} transferable tensors of "
+            f"{type(net).__name__} match by name and shape (at least {min_fraction:.0%} expected): a "
+            f"checkpoint of another network or size? Nothing was loaded. Matching: {list(matched)[:8]}; "
+            f"not matching: {dict(list(report.skipped.items())[:8])}")
+    net.load_state_dict(matched, strict=False)
     if src is None and any(_scale_dependent(net, k) for k in matched):
         log.warning("model.init_from=%s records no scale: upsampler tensors were loaded where shapes match "
                     "(pass source_scale to skip them)", path)
