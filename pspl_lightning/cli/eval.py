@@ -1,0 +1,146 @@
+"""``pspl-eval``: trained networks on benchmark folders -> PSNR/SSIM table, results.csv, results.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.data.benchmarks import benchmark_files, find_set_dir
+from pspl_lightning.data.io import ImageReadError
+from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
+from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
+from pspl_lightning.inference.upscaler import Upscaler, resolve_device
+
+log = logging.getLogger("pspl_lightning")
+
+USER_ERRORS = (WeightsError, FileNotFoundError, FileExistsError, ImageReadError, ValueError)
+
+
+def asked_model(cfg: DictConfig) -> dict[str, Any] | None:
+    """The ``model`` group chosen on the command line (without its scale), or None."""
+    if cfg.get("model") is None:
+        return None
+    model = OmegaConf.to_container(cfg.model, resolve=False)
+    model.pop("scale", None)  # the scale is checked on its own (and may interpolate a missing data.scale)
+    return model
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple, ListConfig)) else [value]
+
+
+def load_networks(cfg: DictConfig) -> list[LoadedNetwork]:
+    """One network per checkpoint in ``cfg.ckpt``, matched one-to-one with ``cfg.scales`` when given."""
+    ckpts, scales = [Path(p) for p in _as_list(cfg.ckpt)], [int(s) for s in _as_list(cfg.scales)]
+    if not ckpts:
+        raise ValueError("ckpt is empty: pass ckpt=<file> or ckpt=[x2.ckpt,x3.ckpt]")
+    device, model = resolve_device(cfg.device), asked_model(cfg)
+    only_scale = scales[0] if len(scales) == 1 else None
+    nets = [load_network(p, model=model, scale=only_scale, device=device) for p in ckpts]
+    by_scale: dict[int, LoadedNetwork] = {}
+    for net in nets:
+        if scales and net.scale not in scales:
+            raise WeightsError(f"{net.source} is a x{net.scale} model ({net.describe()}), "
+                               f"but scales={scales}")
+        if net.scale in by_scale:
+            raise WeightsError(f"{by_scale[net.scale].source} and {net.source} are both x{net.scale} models: "
+                               f"give one checkpoint per scale")
+        by_scale[net.scale] = net
+    missing = [s for s in scales if s not in by_scale]
+    if missing:
+        have = ", ".join(f"{n.source} (x{n.scale})" for n in nets)
+        raise WeightsError(f"no checkpoint for scale(s) {missing}: the checkpoints are {have}")
+    return [by_scale[s] for s in scales] if scales else nets
+
+
+def write_results(output_dir: Path, scores: Sequence[ImageScore], summary: Sequence[SetScore],
+                  meta: dict[str, Any]) -> None:
+    """``results.csv`` (one row per image) and ``results.json`` (run options, per-set means, per-image)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["set", "scale", "image", "psnr_y", "ssim_y"])
+        writer.writeheader()
+        for row in as_dicts(scores):
+            writer.writerow({**row, "psnr_y": f"{row['psnr_y']:.6f}", "ssim_y": f"{row['ssim_y']:.6f}"})
+    payload = {**meta, "sets": as_dicts(summary), "images": as_dicts(scores)}
+    (output_dir / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def results_table(summary: Sequence[SetScore], title: str) -> Table:
+    table = Table(title=title)
+    for name, justify in (("Set", "left"), ("Scale", "right"), ("Images", "right"), ("PSNR-Y (dB)", "right"),
+                          ("SSIM-Y", "right")):
+        table.add_column(name, justify=justify)
+    for s in summary:
+        table.add_row(s.set, f"x{s.scale}", str(s.images), f"{s.psnr_y:.2f}", f"{s.ssim_y:.4f}")
+    return table
+
+
+def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
+    """Evaluate as ``cfg`` says; print the table, write the result files; return the per-set means."""
+    console = console or Console()
+    output_dir = Path(cfg.paths.output_dir)
+    nets = load_networks(cfg)
+    sets = [str(s) for s in _as_list(cfg.sets)]
+    if not sets:
+        raise ValueError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
+    set_dirs = {name: find_set_dir(cfg.benchmark_root, name) for name in sets}
+    jobs = [(net, name, benchmark_files(set_dirs[name], net.scale)) for net in nets for name in sets]
+    scores: list[ImageScore] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for net, name, files in jobs:
+            folder = set_dirs[name].name
+            upscaler = Upscaler(net, tile=cfg.tile, tile_overlap=cfg.tile_overlap,
+                                self_ensemble=bool(cfg.self_ensemble))
+            task = progress.add_task(f"{name} x{net.scale}", total=len(files))
+            save_dir = output_dir / "images" / folder / f"x{net.scale}" if cfg.save_images else None
+            scores += evaluate_set(upscaler, folder, files, save_dir,
+                                   on_image=lambda task=task: progress.advance(task))
+    summary = summarize(scores)
+    meta = {
+        "checkpoints": {f"x{n.scale}": {"path": str(n.source), "network": n.describe()} for n in nets},
+        "protocol": "Y channel (BT.601), border crop = scale, SR rounded to 8 bit, float64; "
+                    "SSIM 11x11 Gaussian sigma 1.5, valid region",
+        "self_ensemble": bool(cfg.self_ensemble), "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
+    }
+    write_results(output_dir, scores, summary, meta)
+    plus = " (self-ensemble x8)" if cfg.self_ensemble else ""
+    title = ", ".join(f"{n.describe()}" for n in nets) + plus
+    console.print(results_table(summary, title))
+    console.print(f"Per-image results: {output_dir / 'results.csv'}, {output_dir / 'results.json'}")
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except USER_ERRORS as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console entry point of ``pspl-eval``."""
+    _hydra_main()
+
+
+__all__ = ["asked_model", "describe_model", "evaluate", "load_networks", "main"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""One object that turns LR images into SR images: a loaded network + tiling + optional self-ensemble."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pspl_lightning.inference.ensemble import self_ensemble as ensemble_x8
+from pspl_lightning.inference.loading import LoadedNetwork
+from pspl_lightning.inference.tiling import receptive_radius, tiled_forward
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None: the GPU when there is one, else the CPU; anything else as torch spells it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Upscaler:
+    """``upscaler(lr)``: SR of a B x 3 x h x w float batch in [0, 1] (not clamped, float32).
+
+    ``tile``: LR tile side (None: whole image at once); ``tile_overlap``: LR context around each tile
+    (None: the network's receptive radius, which makes tiled output equal untiled output).
+    """
+
+    def __init__(self, loaded: LoadedNetwork, tile: int | None = None, tile_overlap: int | None = None,
+                 self_ensemble: bool = False) -> None:
+        self.loaded, self.net, self.scale = loaded, loaded.net, loaded.scale
+        self.device = next(self.net.parameters()).device
+        self.tile, self.self_ensemble = tile, self_ensemble
+        if tile is not None and tile_overlap is None:
+            tile_overlap = receptive_radius(self.net)
+            if tile_overlap is None:
+                raise ValueError(
+                    f"{loaded.describe()} has layers that see the whole image, so tiles cannot reproduce the "
+                    f"untiled output; set tile_overlap explicitly to accept approximate tiling, or tile=null"
+                )
+            log.info("tile_overlap = %d LR pixels (receptive radius of %s)", tile_overlap, loaded.describe())
+        self.tile_overlap = tile_overlap
+
+    def _forward(self, lr: Tensor) -> Tensor:
+        if self.tile is None:
+            return self.net(lr)
+        return tiled_forward(self.net, lr, self.scale, self.tile, int(self.tile_overlap or 0))
+
+    @torch.inference_mode()
+    def __call__(self, lr: Tensor) -> Tensor:
+        lr = lr.to(self.device, torch.float32)
+        return ensemble_x8(self._forward, lr) if self.self_ensemble else self._forward(lr)
+
+    def upscale_image(self, lr: np.ndarray) -> np.ndarray:
+        """H x W x 3 uint8 -> (scale H) x (scale W) x 3 uint8, rounded to the nearest level."""
+        x = torch.from_numpy(np.array(lr, copy=True, order="C")).permute(2, 0, 1)[None].float().div_(255.0)
+        sr = self(x)[0].clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
+        return sr.permute(1, 2, 0).cpu().numpy()
