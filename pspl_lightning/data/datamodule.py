@@ -1,28 +1,47 @@
-"""LightningDataModules: random training patches and whole-image validation sets over LR/HR pairs."""
+"""LightningDataModules: random training patches and whole-image validation sets over LR/HR pairs.
+
+Every DataModule trains on its own files and validates on ``val_sets``, a list of names: the module's own
+validation set (``sample``, ``div2k_val``, ``val``) or benchmark folders under ``benchmark_root``
+(``set5``, ``set14``, ``b100``, ``urban100``, ``manga109``, ...). With ``cache_dir`` set, images are decoded
+once into that folder (in ``prepare_data``: one process per node under DDP) and patches are read through
+memory maps; without it, every image is decoded into memory in ``setup`` (fine for small sets).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from pspl_lightning.data.datasets import ImagePair, PairDataset, PatchDataset
-from pspl_lightning.data.pairs import PathPair, load_pairs
+from pspl_lightning.data.benchmarks import benchmark_files, find_set_dir
+from pspl_lightning.data.cache import DecodedCache
+from pspl_lightning.data.datasets import ImagePair, PairDataset, PatchDataset, collate_patches
+from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
+from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
+
+log = logging.getLogger(__name__)
 
 
 class PairedSRDataModule(L.LightningDataModule):
-    """Base DataModule: subclasses say which (LR, HR) files train and which validate.
+    """Base DataModule: subclasses say which (LR, HR) files train and which make their own validation set.
 
     Training serves ``len(train) * repeat`` random patches per epoch; each validation set is its own
-    dataloader of whole images (batch size 1), reported under ``val/<set>/...``.
+    dataloader of whole images (batch size 1), reported under ``val/<set>/...`` (the first set also as
+    ``val/...``).
     """
+
+    own_val_set = "val"  # the name under which ``own_val_files`` is listed in ``val_sets``
 
     def __init__(self, scale: int = 2, patch_size: int = 96, batch_size: int = 16, repeat: int = 1,
                  augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
-                 persistent_workers: bool = True) -> None:
+                 persistent_workers: bool = True, cache_dir: str | None = None,
+                 cache_workers: int | None = None, val_sets: Sequence[str] | None = None,
+                 benchmark_root: str | None = None, progress: bool = True) -> None:
         super().__init__()
         if scale not in (2, 3, 4):
             raise ValueError(f"data.scale must be 2, 3 or 4, got {scale}")
@@ -30,44 +49,88 @@ class PairedSRDataModule(L.LightningDataModule):
             raise ValueError(f"data.patch_size={patch_size} must be divisible by data.scale={scale}")
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        if repeat < 1:
+            raise ValueError(f"data.repeat must be >= 1, got {repeat}")
+        names = [str(n) for n in (val_sets if val_sets is not None else [self.own_val_set])]
+        if not names:
+            raise ValueError("data.val_sets is empty: list at least one validation set")
+        if len(set(names)) != len(names):
+            raise ValueError(f"data.val_sets lists a set twice: {names}")
         self.scale, self.patch_size, self.batch_size = scale, patch_size, batch_size
         self.repeat, self.augment, self.num_workers = repeat, augment, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
-        self.train_pairs: list[ImagePair] = []
-        self.val_pairs: dict[str, list[ImagePair]] = {}
+        self.cache = DecodedCache(cache_dir) if cache_dir else None
+        self.cache_workers, self.progress = cache_workers, progress
+        self.val_sets, self.benchmark_root = names, benchmark_root
+        self.train_pairs: Sequence[ImagePair] = []
+        self.val_pairs: dict[str, Sequence[ImagePair]] = {}
 
+    # --- what subclasses provide ------------------------------------------------------------------
     def train_files(self) -> list[PathPair]:
         raise NotImplementedError
 
-    def val_files(self) -> dict[str, list[PathPair]]:
+    def own_val_files(self) -> list[PathPair]:
         raise NotImplementedError
 
+    # --- files -----------------------------------------------------------------------------------
     @property
     def val_set_names(self) -> list[str]:
-        return list(self.val_files())
+        return list(self.val_sets)
+
+    def val_files(self) -> dict[str, list[PathPair]]:
+        """Files of every validation set, in ``val_sets`` order."""
+        return {name: self._set_files(name) for name in self.val_sets}
+
+    def _set_files(self, name: str) -> list[PathPair]:
+        if name == self.own_val_set:
+            return self.own_val_files()
+        if not self.benchmark_root:
+            raise ValueError(
+                f"data.val_sets lists {name!r}, which is not this DataModule's own set "
+                f"({self.own_val_set!r}): set data.benchmark_root to the folder that holds the benchmark sets"
+            )
+        return benchmark_files(find_set_dir(self.benchmark_root, name), self.scale)
+
+    # --- Lightning hooks -------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Build the decoded cache (Lightning runs this in one process per node before ``setup``)."""
+        if self.cache is not None:
+            files = [*self.train_files(), *(f for fs in self.val_files().values() for f in fs)]
+            self.cache.ensure(cache_items(files, self.scale), workers=self.cache_workers,
+                              progress=self.progress)
+
+    def _pairs(self, files: list[PathPair], min_lr_size: int = 0) -> Sequence[ImagePair]:
+        if self.cache is None:
+            return load_pairs(files, self.scale, min_lr_size)
+        return mapped_pairs(files, self.scale, self.cache, min_lr_size, self.cache_workers, self.progress)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and not self.train_pairs:
-            self.train_pairs = load_pairs(self.train_files(), self.scale, self.patch_size // self.scale)
+            self.train_pairs = self._pairs(self.train_files(), self.patch_size // self.scale)
         if stage in (None, "fit", "validate") and not self.val_pairs:
-            self.val_pairs = {name: load_pairs(files, self.scale) for name, files in self.val_files().items()}
+            self.val_pairs = {name: self._pairs(files) for name, files in self.val_files().items()}
 
     def _pin(self) -> bool:
         return torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
 
+    def train_dataset(self) -> PatchDataset:
+        return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
+
     def train_dataloader(self) -> DataLoader:
-        dataset = PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, pin_memory=self._pin(),
+        # shuffle=True: under DDP Lightning swaps the sampler for a DistributedSampler (one shard per rank)
+        return DataLoader(self.train_dataset(), batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, pin_memory=self._pin(), collate_fn=collate_patches,
                           persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(PairDataset(pairs), batch_size=1, shuffle=False, num_workers=0, pin_memory=self._pin())
-                for pairs in self.val_pairs.values()]
+        return [DataLoader(PairDataset(pairs), batch_size=1, shuffle=False, num_workers=0,
+                           pin_memory=self._pin()) for pairs in self.val_pairs.values()]
 
 
 class SampleDataModule(PairedSRDataModule):
     """The scikit-image sample set (built on first use under ``root``): 6 training, 2 validation photos."""
+
+    own_val_set = "sample"
 
     def __init__(self, root: str, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -75,9 +138,128 @@ class SampleDataModule(PairedSRDataModule):
 
     def prepare_data(self) -> None:
         build_sample_set(self.root, self.scale)
+        super().prepare_data()
 
     def train_files(self) -> list[PathPair]:
         return sample_pairs(self.root, "train", self.scale)
 
-    def val_files(self) -> dict[str, list[PathPair]]:
-        return {"sample": sample_pairs(self.root, "val", self.scale)}
+    def own_val_files(self) -> list[PathPair]:
+        return sample_pairs(self.root, "val", self.scale)
+
+
+DIV2K_LAYOUT = """expected the DIV2K layout:
+  {root}/DIV2K_train_HR/0001.png ... 0800.png
+  {root}/DIV2K_train_LR_bicubic/X{s}/0001x{s}.png ...   (optional: made with MATLAB bicubic when absent)
+  {root}/DIV2K_valid_HR/0801.png ... 0900.png
+  {root}/DIV2K_valid_LR_bicubic/X{s}/0801x{s}.png ...   (optional)"""
+
+
+def _index_range(value: Sequence[int], key: str) -> range:
+    if len(value) != 2 or not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1]:
+        raise ValueError(f"data.{key} must be [first, last] image numbers with 1 <= first <= last, "
+                         f"got {value}")
+    return range(value[0], value[1] + 1)
+
+
+class DIV2KDataModule(PairedSRDataModule):
+    """DIV2K from its standard folders: train on images ``train_range`` of ``DIV2K_train_*``, validate
+    (set ``div2k_val``) on ``val_range`` of ``DIV2K_valid_*`` (801-810 by default for speed; 801-900 is the
+    full set). LR images come from ``*_LR_bicubic/X<s>``, or from HR by MATLAB bicubic when that folder
+    is absent."""
+
+    own_val_set = "div2k_val"
+
+    def __init__(self, root: str, train_range: Sequence[int] = (1, 800),
+                 val_range: Sequence[int] = (801, 810), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root).expanduser()
+        self.train_range = _index_range(list(train_range), "train_range")
+        self.val_range = _index_range(list(val_range), "val_range")
+
+    def _layout(self) -> str:
+        return DIV2K_LAYOUT.format(root=self.root, s=self.scale)
+
+    def _split_files(self, split: str, indices: range, key: str) -> list[PathPair]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"data.root {self.root} does not exist; {self._layout()}")
+        hr_dir = self.root / f"DIV2K_{split}_HR"
+        if not hr_dir.is_dir():
+            raise FileNotFoundError(f"DIV2K folder {hr_dir} does not exist; {self._layout()}")
+        lr_dir = self.root / f"DIV2K_{split}_LR_bicubic" / f"X{self.scale}"
+        has_lr = lr_dir.is_dir()
+        if not has_lr:
+            log.info("%s not found: LR images are made from %s with MATLAB bicubic", lr_dir, hr_dir)
+        pairs: list[PathPair] = []
+        for i in indices:
+            hr = hr_dir / f"{i:04d}.png"
+            if not hr.is_file():
+                raise FileNotFoundError(
+                    f"{hr} not found (image {i} of data.{key} {indices.start}-{indices.stop - 1}); "
+                    f"{self._layout()}"
+                )
+            lr = lr_dir / f"{i:04d}x{self.scale}.png"
+            if has_lr and not lr.is_file():
+                raise FileNotFoundError(f"{lr} not found although {lr_dir} exists; {self._layout()}")
+            pairs.append((lr if has_lr else None, hr))
+        return pairs
+
+    def train_files(self) -> list[PathPair]:
+        return self._split_files("train", self.train_range, "train_range")
+
+    def own_val_files(self) -> list[PathPair]:
+        return self._split_files("valid", self.val_range, "val_range")
+
+
+def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key: str) -> list[PathPair]:
+    """(LR or None, HR) for every image of ``hr_dir``; LR files are ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``
+    in ``lr_dir`` (or its ``X<s>`` subfolder)."""
+    hr_dir = Path(hr_dir).expanduser()
+    if not hr_dir.is_dir():
+        raise FileNotFoundError(f"data.{key} {hr_dir} does not exist; expected a folder of HR images "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
+    hr_files = list_images(hr_dir)
+    if not hr_files:
+        raise FileNotFoundError(f"data.{key} {hr_dir} holds no images "
+                                f"(expected {', '.join(IMAGE_EXTENSIONS)})")
+    if lr_dir is None:
+        return [(None, hr) for hr in hr_files]
+    lr_dir = Path(lr_dir).expanduser()
+    if (lr_dir / f"X{scale}").is_dir():
+        lr_dir = lr_dir / f"X{scale}"
+    if not lr_dir.is_dir():
+        raise FileNotFoundError(f"LR folder {lr_dir} does not exist; expected LR images named "
+                                f"<name>x{scale}.png or <name>.png for each HR image, or leave the LR folder "
+                                f"null to make them")
+    by_stem = {p.stem: p for p in list_images(lr_dir)}
+    pairs: list[PathPair] = []
+    for hr in hr_files:
+        lr = by_stem.get(f"{hr.stem}x{scale}") or by_stem.get(hr.stem)
+        if lr is None:
+            raise FileNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {hr.stem}x{scale}.<ext> or "
+                                    f"{hr.stem}.<ext>)")
+        pairs.append((lr, hr))
+    return pairs
+
+
+class FolderDataModule(PairedSRDataModule):
+    """Any folder of HR images (``hr_dir``) with an optional LR folder (``lr_dir``; when null, LR images are
+    made from HR, cropped to a multiple of the scale, with MATLAB bicubic); its own validation set ``val``
+    comes from ``val_hr_dir`` / ``val_lr_dir`` the same way."""
+
+    own_val_set = "val"
+
+    def __init__(self, hr_dir: str, lr_dir: str | None = None, val_hr_dir: str | None = None,
+                 val_lr_dir: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hr_dir, self.lr_dir, self.val_hr_dir, self.val_lr_dir = hr_dir, lr_dir, val_hr_dir, val_lr_dir
+
+    def train_files(self) -> list[PathPair]:
+        return _folder_pairs(self.hr_dir, self.lr_dir, self.scale, "hr_dir")
+
+    def own_val_files(self) -> list[PathPair]:
+        if not self.val_hr_dir:
+            raise ValueError(
+                "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
+                "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
+            )
+        return _folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")

@@ -26,7 +26,8 @@ def to_rgb8(arr: np.ndarray, source: str = "image") -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
-        raise ImageReadError(f"{source}: expected a gray, gray+alpha, RGB or RGBA image, got shape {arr.shape}")
+        raise ImageReadError(f"{source}: expected a gray, gray+alpha, RGB or RGBA image, "
+                             f"got shape {arr.shape}")
     if arr.shape[2] in (1, 2):
         arr = np.repeat(arr[:, :, :1], 3, axis=2)
     return np.ascontiguousarray(arr[:, :, :3])
@@ -48,7 +49,9 @@ def read_image(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageReadError(f"{path}: cannot decode image ({exc}); is it truncated or not an image?") from exc
+        raise ImageReadError(
+            f"{path}: cannot decode image ({exc}); is it truncated or not an image?"
+        ) from exc
     return to_rgb8(arr, str(path))
 
 

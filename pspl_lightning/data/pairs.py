@@ -1,4 +1,5 @@
-"""Loading LR/HR file pairs into aligned uint8 arrays, with the checks that name the offending files."""
+"""LR/HR file pairs -> aligned uint8 arrays (in memory or memory-mapped from the decoded cache), with the
+checks that name the offending files. An LR file of ``None`` means: make it from HR with MATLAB bicubic."""
 
 from __future__ import annotations
 
@@ -7,33 +8,74 @@ from pathlib import Path
 
 import numpy as np
 
+from pspl_lightning.data.cache import CacheItem, DecodedCache, MappedPairs
 from pspl_lightning.data.datasets import ImagePair
 from pspl_lightning.data.io import read_image
+from pspl_lightning.data.sample import make_lr
 
-PathPair = tuple[Path, Path]  # (LR file, HR file)
+PathPair = tuple[Path | None, Path]  # (LR file or None, HR file)
 
 
-def align_pair(lr: np.ndarray, hr: np.ndarray, scale: int, lr_path: Path, hr_path: Path) -> ImagePair:
-    """Crop HR to ``scale x`` the LR size (the benchmark "modcrop"); any other mismatch is an error."""
-    lh, lw = lr.shape[:2]
-    hh, hw = hr.shape[:2]
+def _lr_name(lr_path: Path | None, hr_path: Path, scale: int) -> str:
+    return str(lr_path) if lr_path is not None else f"the x{scale} MATLAB-bicubic LR of {hr_path}"
+
+
+def check_pair_shape(lr_shape: tuple[int, ...], hr_shape: tuple[int, ...], scale: int, lr_path: Path | None,
+                     hr_path: Path, min_lr_size: int = 0) -> None:
+    """Raise unless HR is ``scale x`` LR (up to ``scale - 1`` extra pixels) and LR holds a patch of
+    ``min_lr_size`` pixels."""
+    lh, lw = lr_shape[:2]
+    hh, hw = hr_shape[:2]
     if not (lh * scale <= hh < (lh + 1) * scale and lw * scale <= hw < (lw + 1) * scale):
         raise ValueError(
             f"LR/HR sizes disagree with scale {scale}: {lr_path} is {lw}x{lh} (WxH), so {hr_path} should be "
             f"{lw * scale}x{lh * scale} (up to {scale - 1} extra pixels), but it is {hw}x{hh}"
         )
+    if min(lh, lw) < min_lr_size:
+        raise ValueError(
+            f"{_lr_name(lr_path, hr_path, scale)} is {lw}x{lh} (WxH): smaller than the LR patch of "
+            f"{min_lr_size} pixels (data.patch_size / data.scale); lower data.patch_size or remove the image"
+        )
+
+
+def align_pair(lr: np.ndarray, hr: np.ndarray, scale: int, lr_path: Path | None, hr_path: Path) -> ImagePair:
+    """Crop HR to ``scale x`` the LR size (the benchmark "modcrop"); any other mismatch is an error."""
+    check_pair_shape(lr.shape, hr.shape, scale, lr_path, hr_path)
+    lh, lw = lr.shape[:2]
     return lr, hr[: lh * scale, : lw * scale]
+
+
+def load_pair(lr_path: Path | None, hr_path: Path, scale: int, min_lr_size: int = 0) -> ImagePair:
+    """Decode one pair, aligned; the LR image is made with MATLAB bicubic when ``lr_path`` is None."""
+    hr = read_image(hr_path)
+    lr = make_lr(hr, scale) if lr_path is None else read_image(lr_path)
+    check_pair_shape(lr.shape, hr.shape, scale, lr_path, hr_path, min_lr_size)
+    return align_pair(lr, hr, scale, lr_path, hr_path)
 
 
 def load_pairs(paths: Sequence[PathPair], scale: int, min_lr_size: int = 0) -> list[ImagePair]:
     """Decode every pair into memory, aligned; ``min_lr_size`` rejects LR images smaller than a patch."""
-    pairs = []
+    return [load_pair(lr_path, hr_path, scale, min_lr_size) for lr_path, hr_path in paths]
+
+
+def cache_items(paths: Sequence[PathPair], scale: int) -> list[CacheItem]:
+    """The cache entries that a list of pairs needs (an LR made from HR is its own entry)."""
+    items = []
     for lr_path, hr_path in paths:
-        lr, hr = align_pair(read_image(lr_path), read_image(hr_path), scale, lr_path, hr_path)
-        if min(lr.shape[:2]) < min_lr_size:
-            raise ValueError(
-                f"{lr_path} is {lr.shape[1]}x{lr.shape[0]} (WxH): smaller than the LR patch of {min_lr_size} "
-                f"pixels (data.patch_size / data.scale); lower data.patch_size or drop the image"
-            )
-        pairs.append((lr, hr))
-    return pairs
+        items.append(CacheItem(Path(hr_path)))
+        items.append(CacheItem(Path(hr_path), scale) if lr_path is None else CacheItem(Path(lr_path)))
+    return items
+
+
+def mapped_pairs(paths: Sequence[PathPair], scale: int, cache: DecodedCache, min_lr_size: int = 0,
+                 workers: int | None = None, progress: bool = True) -> MappedPairs:
+    """Memory-mapped aligned pairs from ``cache`` (built first where missing or stale), checked like
+    :func:`load_pairs` from the array headers alone."""
+    items = cache_items(paths, scale)
+    cache.ensure(items, workers=workers, progress=progress)
+    entries = []
+    for (lr_path, hr_path), hr_item, lr_item in zip(paths, items[0::2], items[1::2], strict=True):
+        lr_shape, hr_shape = cache.shape(lr_item), cache.shape(hr_item)
+        check_pair_shape(lr_shape, hr_shape, scale, lr_path, hr_path, min_lr_size)
+        entries.append((cache.array_path(lr_item), cache.array_path(hr_item), lr_shape[:2]))
+    return MappedPairs(entries, scale)

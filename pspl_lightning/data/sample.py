@@ -14,7 +14,9 @@ from skimage import data as skdata
 from pspl_lightning.data.imresize import imresize
 from pspl_lightning.data.io import write_png
 
-SAMPLE_TRAIN = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle")
+SAMPLE_TRAIN = (
+    "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
+)
 SAMPLE_VAL = ("chelsea", "coffee")
 
 
@@ -35,7 +37,8 @@ def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
 
 
 def build_sample_set(root: str | Path, scale: int) -> Path:
-    """Write ``root/{train,val}/HR/*.png`` and ``root/{train,val}/LR_bicubic/X{scale}/*.png`` where missing."""
+    """Write ``root/{train,val}/HR/*.png`` and ``root/{train,val}/LR_bicubic/X{scale}/*.png`` where
+    missing."""
     root = Path(root)
     for split, names in (("train", SAMPLE_TRAIN), ("val", SAMPLE_VAL)):
         for name in names:

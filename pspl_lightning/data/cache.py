@@ -1,0 +1,204 @@
+"""Decoded-image cache: each image once decoded to an uncompressed ``.npy`` that patches read through a
+memory map, touching only the rows of the patch instead of decoding a whole 2K PNG per sample.
+
+An entry is ``<cache_dir>/<stem>-<hash of the source path>[-lrx<s>].npy`` plus a ``.json`` sidecar with the
+source's size, mtime and the array shape; an entry whose sidecar disagrees with the source, or whose array
+header or file length disagrees with the sidecar, is stale and rebuilt. Files are written to a temporary
+name and renamed, so a crash or a concurrent writer never leaves a torn entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import secrets
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pspl_lightning.data.io import read_image
+from pspl_lightning.data.sample import make_lr
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheItem:
+    """One cached array: the decoded ``source`` (``lr_scale=0``) or its MATLAB-bicubic ``1/lr_scale`` LR."""
+
+    source: Path
+    lr_scale: int = 0
+
+    @property
+    def variant(self) -> str:
+        return "decoded" if self.lr_scale == 0 else f"matlab_bicubic_x{self.lr_scale}"
+
+
+def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data offset) of an ``.npy`` file, reading only its header."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        reader = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(f)
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered array")
+        return tuple(shape), dtype, f.tell()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class DecodedCache:
+    """A folder of decoded uint8 H x W x 3 arrays, one per (source image, variant), kept in step with the
+    sources."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.cache_dir = Path(cache_dir).expanduser()
+
+    def array_path(self, item: CacheItem) -> Path:
+        source = Path(item.source).resolve()
+        digest = hashlib.sha1(str(source).encode()).hexdigest()[:12]
+        suffix = f"-lrx{item.lr_scale}" if item.lr_scale else ""
+        return self.cache_dir / f"{source.stem}-{digest}{suffix}.npy"
+
+    def _meta(self, item: CacheItem, shape: tuple[int, ...]) -> dict:
+        stat = Path(item.source).stat()
+        return {"version": CACHE_VERSION, "source": str(Path(item.source).resolve()), "variant": item.variant,
+                "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "shape": list(shape)}
+
+    def cached_shape(self, item: CacheItem) -> tuple[int, int, int] | None:
+        """Shape of the entry when it is fresh (matches its source and is intact), else None."""
+        npy = self.array_path(item)
+        try:
+            meta = json.loads(npy.with_suffix(".json").read_text())
+            shape, dtype, offset = _read_npy_header(npy)
+            stat = Path(item.source).stat()
+            size_on_disk = npy.stat().st_size
+        except (OSError, ValueError):
+            return None
+        fresh = (
+            meta.get("version") == CACHE_VERSION and meta.get("variant") == item.variant
+            and meta.get("size") == stat.st_size and meta.get("mtime_ns") == stat.st_mtime_ns
+            and tuple(meta.get("shape", ())) == shape and dtype == np.uint8 and len(shape) == 3
+            and shape[2] == 3 and size_on_disk == offset + int(np.prod(shape))
+        )
+        return shape if fresh else None  # type: ignore[return-value]
+
+    def _write(self, item: CacheItem, arr: np.ndarray) -> None:
+        npy = self.array_path(item)
+        meta_path = npy.with_suffix(".json")
+        meta_path.unlink(missing_ok=True)  # an entry without sidecar is stale until both are written
+        _atomic_write(npy, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
+        meta = json.dumps(self._meta(item, arr.shape)).encode()
+        _atomic_write(meta_path, lambda f: f.write(meta))
+
+    def _build_source(self, source: Path, items: list[CacheItem]) -> None:
+        """Decode ``source`` once and write every stale variant of it."""
+        img = read_image(source)
+        for item in items:
+            self._write(item, img if item.lr_scale == 0 else make_lr(img, item.lr_scale))
+
+    def ensure(self, items: Iterable[CacheItem], workers: int | None = None, progress: bool = True) -> int:
+        """Build every missing or stale entry (decoding each source once); return how many were built.
+
+        Decoding runs in ``workers`` threads (PNG decoding and numpy release the GIL).
+        """
+        items = list(dict.fromkeys(items))
+        stale: dict[Path, list[CacheItem]] = {}
+        for item in items:
+            if self.cached_shape(item) is None:
+                stale.setdefault(Path(item.source), []).append(item)
+        if not stale:
+            return 0
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        workers = workers or min(8, os.cpu_count() or 1)
+        n_built = sum(len(v) for v in stale.values())
+        log.info("Decoded cache %s: building %d of %d arrays (%d threads)", self.cache_dir, n_built,
+                 len(items), workers)
+        from rich.progress import Progress
+
+        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
+            task = bar.add_task(f"decoding into {self.cache_dir}", total=len(stale))
+            futures = [pool.submit(self._build_source, src, its) for src, its in stale.items()]
+            for future in futures:
+                future.result()  # re-raises the first failure (it names the file)
+                bar.advance(task)
+        return n_built
+
+    def shape(self, item: CacheItem) -> tuple[int, int, int]:
+        """Shape of a fresh entry; raises if it is missing or stale (run :meth:`ensure` first)."""
+        shape = self.cached_shape(item)
+        if shape is None:
+            raise FileNotFoundError(
+                f"no fresh cache entry for {item.source} ({item.variant}) in {self.cache_dir}"
+            )
+        return shape
+
+
+def _open_file_budget() -> int:
+    """How many arrays a process may keep mapped: each memory map holds a file descriptor, so raise the
+    soft descriptor limit to the hard one and keep a margin for everything else."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 16 if hard == resource.RLIM_INFINITY else min(hard, 1 << 16)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+            soft = max(soft, target)
+        except (ValueError, OSError):
+            pass
+    return max(16, (soft - 256) // 2)
+
+
+class MappedPairs(Sequence):
+    """Aligned (LR, HR) uint8 arrays read through memory maps, opened lazily in each process.
+
+    Only paths and shapes are pickled (into DataLoader workers); each process maps the files on first use
+    and keeps at most a descriptor budget's worth of maps open (least recently used are closed).
+    """
+
+    def __init__(self, entries: Sequence[tuple[Path, Path, tuple[int, int]]], scale: int) -> None:
+        self.entries = list(entries)  # (LR .npy, HR .npy, (LR height, LR width))
+        self.scale = scale
+        self._maps: OrderedDict[Path, np.ndarray] | None = None
+        self._budget = 0
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": None}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _map(self, path: Path) -> np.ndarray:
+        if self._maps is None:
+            self._maps, self._budget = OrderedDict(), _open_file_budget()
+        arr = self._maps.get(path)
+        if arr is None:
+            # a plain ndarray view of the map: slicing np.memmap objects is several times slower
+            arr = np.load(path, mmap_mode="r").view(np.ndarray)
+            self._maps[path] = arr
+            while len(self._maps) > self._budget:
+                self._maps.popitem(last=False)
+        else:
+            self._maps.move_to_end(path)
+        return arr
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        lr_path, hr_path, (lh, lw) = self.entries[index]
+        return self._map(lr_path), self._map(hr_path)[: lh * self.scale, : lw * self.scale]
