@@ -1,6 +1,7 @@
-"""Lightning callbacks: the PSPL pace and the end-of-run results."""
+"""Lightning callbacks: the PSPL pace, image panels and the end-of-run results."""
 
+from pspl_lightning.callbacks.images import ImagePanelLogger
 from pspl_lightning.callbacks.pace import PSPLPace
 from pspl_lightning.callbacks.results import FinalResults
 
-__all__ = ["FinalResults", "PSPLPace"]
+__all__ = ["FinalResults", "ImagePanelLogger", "PSPLPace"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -33,14 +35,38 @@ def _instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None and "_target_" in entry]
 
 
-def _run_name(cfg: DictConfig) -> str:
-    if cfg.get("run_name"):
-        return str(cfg.run_name)
+def _hydra_runtime() -> tuple[bool, str, str]:
+    """(is a multirun job, the job's override string, the sweep folder name); neutral outside a Hydra app."""
     try:
-        overrides = HydraConfig.get().job.override_dirname
-    except ValueError:  # not under a Hydra app (tests using compose)
-        overrides = ""
-    return overrides or str(cfg.task_name)
+        hc = HydraConfig.get()
+    except ValueError:  # composed directly (tests, notebooks)
+        return False, "", ""
+    multirun = hc.mode == RunMode.MULTIRUN
+    return multirun, hc.job.override_dirname, Path(hc.sweep.dir).name if multirun else ""
+
+
+def _launched_externally() -> bool:
+    """True when SLURM (srun) or torchrun started one process per rank, so Lightning launches nothing."""
+    return "LOCAL_RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+def adapt_to_launch(cfg: DictConfig) -> None:
+    """Name the run after its overrides, group sweep jobs in W&B, and defuse the ``-m`` + ``ddp`` trap.
+
+    Lightning's ``ddp`` re-runs the command line for ranks > 0; under a Hydra multirun that command is the
+    whole sweep, so every rank would start its own sweep. Each job then spawns its ranks instead.
+    """
+    multirun, overrides, sweep_name = _hydra_runtime()
+    with open_dict(cfg):
+        cfg.run_name = cfg.get("run_name") or overrides or str(cfg.task_name)
+        wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+        if wandb_cfg is not None and multirun and not wandb_cfg.get("group"):
+            wandb_cfg.group = sweep_name
+        strategy = str(cfg.trainer.get("strategy", "auto"))
+        if multirun and strategy.startswith("ddp") and "spawn" not in strategy and not _launched_externally():
+            log.warning("Multirun with trainer.strategy=%s: using ddp_spawn so that each sweep job runs its "
+                        "own ranks (ddp would re-run the whole sweep in every rank)", strategy)
+            cfg.trainer.strategy = strategy.replace("ddp", "ddp_spawn", 1)
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -63,11 +89,17 @@ def build_network(cfg: DictConfig) -> torch.nn.Module:
                            compile=bool(fast.get("compile", False)))
 
 
+def finish_wandb(failed: bool = False) -> None:
+    """Close the W&B run of this process so the next job of a sweep starts its own run."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=1 if failed else 0)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says, end with a validation pass, write ``metrics.json``; return its metrics."""
     check_train_config(cfg)
-    with open_dict(cfg):
-        cfg.run_name = _run_name(cfg)
+    adapt_to_launch(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
 
@@ -95,9 +127,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("Training %s with %s for %d steps; outputs in %s", type(module.net).__name__,
              type(module.loss).__name__, trainer.max_steps, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    for lg in loggers:
-        lg.finalize("success")
+    status = "failed"
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        status = "success"
+    finally:
+        for lg in loggers:
+            lg.finalize(status)
+        finish_wandb(failed=status != "success")
     metrics_file = output_dir / "metrics.json"
     return json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
 
