@@ -20,35 +20,42 @@ Forward = Callable[[Tensor], Tensor]
 
 # Layers whose output depends on the whole image: no finite overlap makes tiling exact.
 _GLOBAL_LAYERS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.MultiheadAttention)
+_WINDOWED_LAYERS = (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)
+_SHUFFLES = (nn.PixelShuffle, nn.PixelUnshuffle)  # rearrange pixels, see no neighbours
+_RESAMPLER_RADIUS = 2  # LR pixels a bicubic (or narrower) resampler reads on each side
 
 
 def receptive_radius(net: nn.Module, probe_size: int = 16) -> int | None:
     """An upper bound, in LR pixels, of how far an output pixel sees from its position in the input.
 
-    Found by running ``net`` once on a small input with hooks on every convolution and pooling layer:
-    each adds ``dilation * (kernel - 1) / 2`` pixels at its own resolution, converted to LR pixels and
-    rounded up. Summing over all layers bounds the radius of any composition of them (branches only
-    make it an overestimate, which keeps tiling exact). ``None`` when a layer sees the whole image
-    (global pooling, attention, linear layers on spatial features).
+    Found by running ``net`` once on a small input with hooks on every module: each convolution or pooling
+    layer adds ``dilation * (kernel - 1) / 2`` pixels at its own resolution, converted to LR pixels and
+    rounded up; every other module that changes the image size (a resampler such as MATLAB bicubic or
+    ``F.interpolate`` inside a forward, or a container holding one) adds 2, the bicubic support. Summing
+    over all layers bounds the radius of any composition of them (branches and containers only make it an
+    overestimate, which keeps tiling exact). ``None`` when a layer sees the whole image (global pooling,
+    attention, linear layers on spatial features).
     """
-    total, global_layers = 0.0, []
+    total, global_layers = 0, []
     hooks = []
 
-    def on_forward(module: nn.Module, inputs: tuple[Tensor, ...], _output: Tensor) -> None:
+    def on_forward(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         nonlocal total
-        x = inputs[0]
+        x = inputs[0] if inputs else None
         if isinstance(module, _GLOBAL_LAYERS):
             global_layers.append(type(module).__name__)
-            return
-        ratio = x.shape[-1] / probe_size  # this layer's resolution relative to the LR input
-        kernel, dilation = module.kernel_size, getattr(module, "dilation", 1)
-        k = kernel[-1] if isinstance(kernel, tuple) else kernel
-        d = dilation[-1] if isinstance(dilation, tuple) else dilation
-        total += math.ceil(d * (k - 1) / 2 / ratio)
+        elif isinstance(module, _WINDOWED_LAYERS):
+            ratio = x.shape[-1] / probe_size  # this layer's resolution relative to the LR input
+            kernel, dilation = module.kernel_size, getattr(module, "dilation", 1)
+            k = kernel[-1] if isinstance(kernel, tuple) else kernel
+            d = dilation[-1] if isinstance(dilation, tuple) else dilation
+            total += math.ceil(d * (k - 1) / 2 / ratio)
+        elif (isinstance(x, Tensor) and isinstance(output, Tensor) and x.dim() == 4 and output.dim() == 4
+              and x.shape[-2:] != output.shape[-2:] and not isinstance(module, _SHUFFLES)):
+            total += _RESAMPLER_RADIUS
 
     for module in net.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d, *_GLOBAL_LAYERS)):
-            hooks.append(module.register_forward_hook(on_forward))
+        hooks.append(module.register_forward_hook(on_forward))
     try:
         param = next(net.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -58,7 +65,7 @@ def receptive_radius(net: nn.Module, probe_size: int = 16) -> int | None:
     finally:
         for hook in hooks:
             hook.remove()
-    return None if global_layers else int(total)
+    return None if global_layers else total
 
 
 def tiled_forward(forward: Forward, lr: Tensor, scale: int, tile: int, overlap: int) -> Tensor:
