@@ -1,0 +1,133 @@
+"""The decoded cache: built once, atomic, validated against its source, rebuilt when stale, mapped lazily."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pspl_lightning.data import cache as cache_mod
+from pspl_lightning.data.cache import CacheItem, DecodedCache, MappedPairs
+from pspl_lightning.data.io import ImageReadError, write_png
+from pspl_lightning.data.pairs import mapped_pairs
+from pspl_lightning.data.sample import make_lr
+
+
+def _images(folder: Path, n: int = 3, shape: tuple[int, int] = (40, 52)) -> list[tuple[Path, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        write_png(folder / f"{i:04d}.png", img)
+        out.append((folder / f"{i:04d}.png", img))
+    return out
+
+
+def test_builds_once_and_matches_the_source(tmp_path: Path) -> None:
+    images = _images(tmp_path / "src")
+    cache = DecodedCache(tmp_path / "elsewhere" / "cache")
+    items = [CacheItem(p) for p, _ in images] + [CacheItem(images[0][0], 2)]
+    assert cache.ensure(items, progress=False) == 4
+    for (path, img), item in zip(images, items, strict=False):
+        arr = np.load(cache.array_path(item), mmap_mode="r")
+        assert isinstance(arr, np.memmap) and arr.dtype == np.uint8
+        np.testing.assert_array_equal(arr, img)
+        meta = json.loads(cache.array_path(item).with_suffix(".json").read_text())
+        assert meta["size"] == path.stat().st_size and meta["mtime_ns"] == path.stat().st_mtime_ns
+        assert meta["shape"] == [40, 52, 3] and meta["source"] == str(path.resolve())
+    np.testing.assert_array_equal(np.load(cache.array_path(items[-1])), make_lr(images[0][1], 2))
+    assert cache.shape(items[-1]) == (20, 26, 3)
+    # nothing written next to the sources, no temporary files left in the cache
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert not [p for p in cache.cache_dir.iterdir() if p.name.startswith(".")]
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.cache_dir.iterdir()}
+    assert cache.ensure(items, progress=False) == 0
+    assert {p: p.stat().st_mtime_ns for p in cache.cache_dir.iterdir()} == mtimes
+
+
+def test_changed_source_is_rebuilt(tmp_path: Path) -> None:
+    (path, _), *_ = _images(tmp_path / "src", n=1)
+    cache = DecodedCache(tmp_path / "cache")
+    item, lr_item = CacheItem(path), CacheItem(path, 2)
+    cache.ensure([item, lr_item], progress=False)
+    new = np.full((44, 60, 3), 9, np.uint8)
+    write_png(path, new)
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert cache.cached_shape(item) is None
+    assert cache.ensure([item, lr_item], progress=False) == 2
+    np.testing.assert_array_equal(np.load(cache.array_path(item)), new)
+    assert cache.shape(lr_item) == (22, 30, 3)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "sidecar_shape", "sidecar_missing", "array_missing"])
+def test_damaged_entry_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    (path, img), *_ = _images(tmp_path / "src", n=1)
+    cache = DecodedCache(tmp_path / "cache")
+    item = CacheItem(path)
+    cache.ensure([item], progress=False)
+    npy = cache.array_path(item)
+    sidecar = npy.with_suffix(".json")
+    if damage == "truncate":
+        npy.write_bytes(npy.read_bytes()[:-100])
+    elif damage == "sidecar_shape":
+        meta = json.loads(sidecar.read_text())
+        sidecar.write_text(json.dumps({**meta, "shape": [40, 50, 3]}))
+    elif damage == "sidecar_missing":
+        sidecar.unlink()
+    else:
+        npy.unlink()
+    assert cache.cached_shape(item) is None
+    with pytest.raises(FileNotFoundError, match="no fresh cache entry"):
+        cache.shape(item)
+    assert cache.ensure([item], progress=False) == 1
+    np.testing.assert_array_equal(np.load(npy), img)
+
+
+def test_unreadable_source_names_the_file_and_leaves_no_entry(tmp_path: Path) -> None:
+    (good, _), *_ = _images(tmp_path / "src", n=1)
+    bad = tmp_path / "src" / "broken.png"
+    bad.write_bytes(good.read_bytes()[:300])  # a truncated PNG
+    cache = DecodedCache(tmp_path / "cache")
+    with pytest.raises(ImageReadError, match=r"broken\.png: cannot decode image"):
+        cache.ensure([CacheItem(bad)], progress=False)
+    assert not cache.array_path(CacheItem(bad)).exists()
+    assert not [p for p in cache.cache_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_mapped_pairs_pickle_paths_not_pixels(tmp_path: Path) -> None:
+    images = _images(tmp_path / "src", n=2, shape=(200, 300))
+    cache = DecodedCache(tmp_path / "cache")
+    pairs = mapped_pairs([(None, p) for p, _ in images], 2, cache, progress=False)
+    lr, hr = pairs[1]
+    assert type(lr) is np.ndarray and not lr.flags.owndata  # a view of the memory map, not a copy
+    np.testing.assert_array_equal(hr, images[1][1])
+    np.testing.assert_array_equal(lr, make_lr(images[1][1], 2))
+    blob = pickle.dumps(pairs)
+    assert len(blob) < 2000 < hr.nbytes
+    clone = pickle.loads(blob)
+    assert clone._maps is None  # nothing mapped until the worker reads
+    np.testing.assert_array_equal(clone[0][1], images[0][1])
+
+
+def test_map_budget_closes_least_recently_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _images(tmp_path / "src", n=3)
+    cache = DecodedCache(tmp_path / "cache")
+    pairs = mapped_pairs([(None, p) for p, _ in images], 2, cache, progress=False)
+    monkeypatch.setattr(cache_mod, "_open_file_budget", lambda: 3)
+    for _ in range(2):
+        for i, (_, img) in enumerate(images):
+            np.testing.assert_array_equal(pairs[i][1], img)
+            assert len(pairs._maps) <= 3
+    assert isinstance(pairs, MappedPairs) and len(pairs) == 3
+
+
+def test_hr_is_cropped_to_scale_times_lr(tmp_path: Path) -> None:
+    (path, img), *_ = _images(tmp_path / "src", n=1, shape=(41, 55))
+    pairs = mapped_pairs([(None, path)], 3, DecodedCache(tmp_path / "cache"), progress=False)
+    lr, hr = pairs[0]
+    assert lr.shape == (13, 18, 3) and hr.shape == (39, 54, 3)
+    np.testing.assert_array_equal(hr, img[:39, :54])
