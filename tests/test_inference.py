@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config
 from skimage import data as skdata
 from torch import nn
 
@@ -23,6 +22,11 @@ from pspl_lightning.inference import (
     tiled_forward,
 )
 from pspl_lightning.inference.loading import FORMAT, LoadedNetwork
+
+try:
+    from tests.conftest import TINY, compose_config
+except ImportError:  # tests/ without __init__.py: pytest puts tests/ itself on sys.path
+    from conftest import TINY, compose_config
 
 LR = torch.from_numpy(skdata.chelsea()[100:141, 150:203].copy()).permute(2, 0, 1)[None].float() / 255  # 41x53
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pspl_lightning.data.io import read_image, write_png
-from pspl_lightning.data.pairs import align_pair
-from pspl_lightning.data.sample import make_lr, modcrop
+from pspl_lightning.data.io import write_png
+from pspl_lightning.data.pairs import load_pair
 from pspl_lightning.inference.upscaler import Upscaler
 from pspl_lightning.metrics import psnr_y, ssim_y
 
@@ -39,16 +38,6 @@ class SetScore:
     ssim_y: float
 
 
-def load_benchmark_pair(lr_path: Path | None, hr_path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(LR, HR) uint8 arrays: the stored LR with HR cropped to match, or MATLAB-bicubic LR made from HR."""
-    hr = read_image(hr_path)
-    if lr_path is None:
-        if min(hr.shape[:2]) < scale:
-            raise ValueError(f"{hr_path} is {hr.shape[1]}x{hr.shape[0]} (WxH): smaller than scale {scale}")
-        return make_lr(hr, scale), modcrop(hr, scale)
-    return align_pair(read_image(lr_path), hr, scale, lr_path, hr_path)
-
-
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(img, copy=True, order="C")).permute(2, 0, 1)[None]
 
@@ -60,7 +49,7 @@ def evaluate_set(
     """Score every (LR or None, HR) file pair of one set; optionally write the SR images to ``save_dir``."""
     scale, scores = upscaler.scale, []
     for lr_path, hr_path in files:
-        lr, hr = load_benchmark_pair(lr_path, hr_path, scale)
+        lr, hr = load_pair(lr_path, hr_path, scale)  # LR made with MATLAB bicubic when there is none
         sr = upscaler(_to_tensor(lr).float().div_(255.0))
         hr_t = _to_tensor(hr).to(sr.device)
         scores.append(ImageScore(set_name, scale, hr_path.stem, float(psnr_y(sr, hr_t, scale)[0]),
