@@ -1,27 +1,25 @@
 """Warm start: copy the matching tensors of a checkpoint or weights file into a network.
 
 The reference recipe trains x3/x4 from the x2 weights: everything but the scale-dependent upsampler
-carries over. Reads Lightning checkpoints of this package (network keys prefixed ``net.``, the run config
-under ``pspl_config``), bare state dicts, and weights files that wrap one (``state_dict``, ``params_ema``,
-``params``, ``model`` or ``net`` entries, optionally with the ``scale`` or a ``config``).
+carries over. Files are read by :func:`pspl_lightning.inference.loading.read_weights` (the one reader of
+the project: Lightning checkpoints of ``pspl-train``, exported ``.pth`` / ``.safetensors`` weights, bare
+and BasicSR state dicts; ``weights_only`` loading, so no code in a file runs).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import pickle
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
+
+from pspl_lightning.inference.loading import WeightsError
+from pspl_lightning.inference.loading import read_weights as inference_read_weights
 
 log = logging.getLogger(__name__)
 
-WRAPPER_KEYS = ("state_dict", "params_ema", "params", "model", "net")
 STRIP_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/AveragedModel wrappers
 FALLBACK_SCALE_PARTS = ("tail", "upsampl", "upconv", "upnet")
 
@@ -50,84 +48,32 @@ class WarmStartReport:
         return "\n  ".join(lines)
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+class StoredWeights(NamedTuple):
+    """A file's network state dict, and the scale and network class it records (``None``: not recorded)."""
+
+    state: dict[str, Tensor]
+    scale: int | None
+    network: str | None
 
 
-def _scale_from(obj: Mapping[str, Any]) -> int | None:
-    """The scale a file records: ``scale``, or ``model.scale`` / ``data.scale`` of its config."""
-    if isinstance(obj.get("scale"), int):
-        return int(obj["scale"])
-    for cfg_key in ("pspl_config", "config"):
-        cfg = obj.get(cfg_key)
-        if isinstance(cfg, str):
-            try:
-                cfg = json.loads(cfg)
-            except ValueError:
-                continue
-        if not isinstance(cfg, Mapping):
-            continue
-        for section in ("model", "data"):
-            value = cfg.get(section, {}).get("scale") if isinstance(cfg.get(section), Mapping) else None
-            if isinstance(value, int):
-                return value
-        if isinstance(cfg.get("scale"), int):
-            return int(cfg["scale"])
-    return None
-
-
-def _load_file(path: Path) -> Any:
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open
-        except ImportError as exc:
-            raise ImportError(f"model.init_from={path} is .safetensors: pip install safetensors") from exc
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a Mapping)
-            meta = dict(f.metadata() or {})
-        scale = meta.get("scale")
-        return {"state_dict": tensors, "config": meta.get("config"),
-                "scale": int(scale) if scale and scale.isdigit() else None}
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"model.init_from={path} cannot be read as tensors only (torch.load weights_only=True): {exc}. "
-            f"If you trust the file, re-save its state_dict with torch.save(state_dict, 'weights.pth')."
-        ) from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise ValueError(f"model.init_from={path} is not a PyTorch checkpoint or weights file: {exc}") \
-            from None
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, Tensor], int | None]:
-    """The network's state dict stored in ``path`` (prefixes ``net.``, ``_orig_mod.``, ``module.`` removed)
-    and the scale the file records (``None`` when it says nothing)."""
+def read_weights(path: str | Path) -> StoredWeights:
+    """The network weights of ``path`` (any file :func:`pspl_lightning.inference.loading.read_weights`
+    accepts; ``_orig_mod.`` / ``module.`` prefixes removed) with the scale and network class it records."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model.init_from: no such checkpoint or weights file: {path}")
-    obj = _load_file(path)
-    scale: int | None = None
-    state: Mapping[str, Tensor] | None = None
-    if _is_state_dict(obj):
-        state = obj
-    elif isinstance(obj, Mapping):
-        scale = _scale_from(obj)
-        state = next((obj[k] for k in WRAPPER_KEYS if _is_state_dict(obj.get(k))), None)
-    if state is None:
-        found = sorted(obj)[:12] if isinstance(obj, Mapping) else type(obj).__name__
-        raise ValueError(
-            f"model.init_from={path} holds no state dict: expected a Lightning checkpoint, a state dict of "
-            f"tensors, or a dict with one of {list(WRAPPER_KEYS)}; found {found}")
-    if any(k.startswith("net.") for k in state):  # a Lightning checkpoint of SRModule: keep the network only
-        state = {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+    try:
+        state, model_cfg, scale = inference_read_weights(path)
+    except WeightsError as exc:
+        raise ValueError(f"model.init_from: {exc}") from None
     clean: dict[str, Tensor] = {}
     for key, value in state.items():
         for prefix in STRIP_PREFIXES:
             key = key.removeprefix(prefix)
         clean[key] = value
-    return clean, scale
+    target = (model_cfg or {}).get("_target_")
+    network = str(target).rsplit(".", 1)[-1] if target else None
+    return StoredWeights(clean, scale, network)
 
 
 def _scale_dependent(net: nn.Module, key: str) -> bool:
@@ -144,10 +90,14 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
 
     ``source_scale`` overrides the scale recorded in the file (bare state dicts record none; then only
     shape mismatches are skipped). Logs and returns a :class:`WarmStartReport`. Raises ``ValueError`` when
-    less than ``min_fraction`` of the network's transferable tensors match: a file of another network or
-    size would otherwise start a long run from mostly random weights without anyone noticing.
+    the file records another network class, or when less than ``min_fraction`` of the network's
+    transferable tensors (or of the file's) match: a file of another network or size would otherwise
+    start a long run from mostly random weights without anyone noticing.
     """
-    state, file_scale = read_weights(path)
+    state, file_scale, file_network = read_weights(path)
+    if file_network is not None and file_network != type(net).__name__:
+        raise ValueError(f"model.init_from={path} is a checkpoint of {file_network}; the network to start is "
+                         f"{type(net).__name__}: warm start needs the same architecture")
     src = source_scale if source_scale is not None else file_scale
     dst = getattr(net, "scale", None)
     report = WarmStartReport(Path(path), src, dst)
@@ -166,11 +116,13 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     report.loaded = list(matched)
     report.not_in_file = [k for k in own if k not in matched]
     transferable = [k for k in own if not (cross_scale and _scale_dependent(net, k))]
-    if len(matched) < min_fraction * len(transferable) or not matched:
+    foreign = [k for k, why in report.skipped.items() if not why.startswith("scale-dependent")]
+    if not matched or len(matched) < min_fraction * max(len(transferable), len(matched) + len(foreign)):
         raise ValueError(
-            f"model.init_from={path}: only {len(matched)} of the {len(transferable)} transferable tensors of "
-            f"{type(net).__name__} match by name and shape (at least {min_fraction:.0%} expected): a "
-            f"checkpoint of another network or size? Nothing was loaded. Matching: {list(matched)[:8]}; "
+            f"model.init_from={path}: only {len(matched)} tensors match {type(net).__name__} by name and "
+            f"shape (of {len(transferable)} transferable in the network and {len(matched) + len(foreign)} in "
+            f"the file; at least {min_fraction:.0%} of both expected): a checkpoint of another network or "
+            f"size? Nothing was loaded. Matching: {list(matched)[:8]}; "
             f"not matching: {dict(list(report.skipped.items())[:8])}")
     net.load_state_dict(matched, strict=False)
     if src is None and any(_scale_dependent(net, k) for k in matched):
