@@ -93,9 +93,10 @@ class PairedSRDataModule(L.LightningDataModule):
 
     # --- Lightning hooks -------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Build the decoded cache (Lightning runs this in one process per node before ``setup``)."""
+        """Check the file layout and build the decoded cache (Lightning runs this in one process per node
+        before ``setup``)."""
+        files = [*self.train_files(), *(f for fs in self.val_files().values() for f in fs)]
         if self.cache is not None:
-            files = [*self.train_files(), *(f for fs in self.val_files().values() for f in fs)]
             self.cache.ensure(cache_items(files, self.scale), workers=self.cache_workers,
                               progress=self.progress)
 
@@ -244,14 +245,19 @@ def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key
 class FolderDataModule(PairedSRDataModule):
     """Any folder of HR images (``hr_dir``) with an optional LR folder (``lr_dir``; when null, LR images are
     made from HR, cropped to a multiple of the scale, with MATLAB bicubic); its own validation set ``val``
-    comes from ``val_hr_dir`` / ``val_lr_dir`` the same way."""
+    comes from ``val_hr_dir`` / ``val_lr_dir`` the same way. Relative folders are taken under ``root``."""
 
     own_val_set = "val"
 
-    def __init__(self, hr_dir: str, lr_dir: str | None = None, val_hr_dir: str | None = None,
-                 val_lr_dir: str | None = None, **kwargs) -> None:
+    def __init__(self, hr_dir: str = "HR", lr_dir: str | None = None, val_hr_dir: str | None = None,
+                 val_lr_dir: str | None = None, root: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.hr_dir, self.lr_dir, self.val_hr_dir, self.val_lr_dir = hr_dir, lr_dir, val_hr_dir, val_lr_dir
+
+        def under_root(folder: str | None) -> str | None:
+            return None if folder is None else str(Path(root or ".").expanduser() / Path(folder).expanduser())
+
+        self.hr_dir, self.lr_dir = under_root(hr_dir), under_root(lr_dir)
+        self.val_hr_dir, self.val_lr_dir = under_root(val_hr_dir), under_root(val_lr_dir)
 
     def train_files(self) -> list[PathPair]:
         return _folder_pairs(self.hr_dir, self.lr_dir, self.scale, "hr_dir")

@@ -45,7 +45,7 @@ def read_image(path: str | Path) -> np.ndarray:
                 im = im.convert("RGB")
             elif im.mode == "I" or im.mode.startswith("I;16"):
                 return to_rgb8(np.asarray(im).astype(np.uint16), str(path))
-            arr = np.asarray(im)
+            arr = np.array(im)  # a writable copy (np.asarray of a PIL image is read-only)
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
