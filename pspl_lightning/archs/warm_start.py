@@ -20,6 +20,7 @@ from pspl_lightning.inference.loading import read_weights as inference_read_weig
 
 log = logging.getLogger(__name__)
 
+REQUIRED = "???"  # presets mark a required init_from as "??? <how to set it>" (a bare ??? does not override)
 STRIP_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/AveragedModel wrappers
 FALLBACK_SCALE_PARTS = ("tail", "upsampl", "upconv", "upnet")
 
@@ -94,6 +95,9 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     transferable tensors (or of the file's) match: a file of another network or size would otherwise
     start a long run from mostly random weights without anyone noticing.
     """
+    if str(path).startswith(REQUIRED):
+        how = str(path)[len(REQUIRED):].strip()
+        raise ValueError(f"model.init_from is required by this experiment: {how}")
     state, file_scale, file_network = read_weights(path)
     if file_network is not None and file_network != type(net).__name__:
         raise ValueError(f"model.init_from={path} is a checkpoint of {file_network}; the network to start is "
