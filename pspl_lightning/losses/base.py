@@ -23,7 +23,8 @@ def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     return torch.sqrt((pred - target).square() + eps * eps).mean()
 
 
-BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"l1": l1, "mse": mse, "charbonnier": charbonnier}
+BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "l1": l1, "mse": mse, "charbonnier": charbonnier}
 
 
 class CharbonnierLoss(nn.Module):

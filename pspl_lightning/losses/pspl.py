@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses.base import BASE_LOSSES, charbonnier
 from pspl_lightning.losses.ssim import C1, C2, ssim_map
 
@@ -59,7 +60,8 @@ class PSPLLoss(nn.Module):
     regions the SSIM is ill-conditioned: E[x^2] - mu^2 cancels (mu^2 up to 65025 against C2 = 9e-4), and
     the reference's float32 weights there are rounding noise (off by up to ~1.9 from the exact formula on
     scikit-image's astronaut). We therefore compute the local moments in float64 by default
-    (``ssim_dtype="float64"``), which gives the exact formula to ~1e-8. ``ssim_mode="normalized"``
+    (``ssim_dtype="float64"``), which gives the exact formula's weights to ~1e-6 on any data (float64
+    costs about 2.3x the float32 time on CPU, see docs/BENCHMARKS.md). ``ssim_mode="normalized"``
     computes SSIM on [0, 1] data with the same constants, as the paper describes, and is well conditioned
     in float32 (its default).
 
@@ -96,6 +98,7 @@ class PSPLLoss(nn.Module):
         self.ssim_dtype = getattr(torch, ssim_dtype)
         self.sigma: float | None = None
         self.last_weights: Tensor | None = None
+        self._filter: PaddedSeparableFilter | None = None  # buffers reused from step to step
 
     def sigma_at(self, global_step: int) -> float:
         """Sigma this loss uses at optimizer step ``global_step``."""
@@ -108,20 +111,27 @@ class PSPLLoss(nn.Module):
 
     @torch.no_grad()
     def weight_map(self, sr: Tensor, hr: Tensor, sigma: float) -> Tensor:
-        """Detached per-pixel, per-channel float32 weights (B x C x H x W), computed without a graph."""
+        """Detached per-pixel, per-channel float32 weights (B x C x H x W), computed without a graph.
+
+        ``official`` SSIM on 0..255 with the [0, 1] constants equals SSIM on the [0, 1] data with the
+        constants divided by 255^2 (SSIM is invariant to scaling the data and the constants together),
+        which saves two passes over the images. Autocast is off: the map is float32 or float64 by design.
+        """
         if not sigma > 0:
             raise ValueError(f"PSPL sigma must be > 0, got {sigma}")
+        scale = 255.0**2 if self.ssim_mode == "official" else 1.0
+        if self._filter is None:
+            self._filter = PaddedSeparableFilter(gaussian_kernel1d(11, 1.5, dtype=torch.float64))
         with torch.autocast(device_type=sr.device.type, enabled=False):
-            x, y = hr.detach().to(self.ssim_dtype), sr.detach().to(self.ssim_dtype)
-            if self.ssim_mode == "official":
-                x, y = x * 255.0, y * 255.0
-            s = ssim_map(x, y, c1=C1, c2=C2).float()
+            s = ssim_map(hr.detach(), sr.detach(), c1=C1 / scale, c2=C2 / scale, dtype=self.ssim_dtype,
+                         filt=self._filter)
             return s.add_(1.0).div_(sigma).square_().neg_().exp_().mul_(self.max_weight)
 
     def forward(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> Tensor:
         sigma = self.sigma if sigma is None else sigma
         if sigma is None:
-            raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or add the PSPLPace callback to the trainer")
+            raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or add the PSPLPace callback to the "
+                               "trainer")
         w = self.weight_map(sr, hr, sigma)
         self.last_weights = w
         sr32, hr32 = sr.float(), hr.float()
