@@ -1,0 +1,98 @@
+"""``pspl-data``: prepare data ahead of training.
+
+    pspl-data prepare data=div2k data.root=/data/DIV2K data.cache_dir=/fast/cache [data.val_sets=[...]]
+        checks the layout of the data config that ``pspl-train`` would use with the same overrides, and
+        builds its decoded cache (one-time; training then starts at once).
+    pspl-data make-lr HR_DIR OUT_DIR --scale 2 3 4
+        writes MATLAB-bicubic LR images ``OUT_DIR/X<s>/<name>x<s>.png`` (the benchmark layout); existing
+        files are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
+from pspl_lightning.data.sample import make_lr
+
+log = logging.getLogger("pspl_lightning")
+
+
+def prepare(overrides: list[str]) -> dict:
+    """Compose the training config with ``overrides``, check its data and build the decoded cache."""
+    root = os.environ.get("PSPL_ROOT", os.getcwd())
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"paths.root_dir={root}", *overrides])
+    dm = instantiate(cfg.data)
+    start = time.perf_counter()
+    dm.prepare_data()
+    dm.setup()
+    summary = {
+        "datamodule": type(dm).__name__,
+        "train_images": len(dm.train_pairs),
+        "val_sets": {name: len(pairs) for name, pairs in dm.val_pairs.items()},
+        "cache_dir": str(dm.cache.cache_dir) if dm.cache is not None else None,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    cache = f"decoded cache in {summary['cache_dir']}" if summary["cache_dir"] else "no cache (in memory)"
+    sets = ", ".join(f"{k} ({v})" for k, v in summary["val_sets"].items())
+    print(f"{summary['datamodule']}: {summary['train_images']} training images, validation sets {sets}; "
+          f"{cache}; ready in {summary['seconds']} s")
+    return summary
+
+
+def make_lr_folder(hr_dir: Path, out_dir: Path, scales: list[int]) -> tuple[int, int]:
+    """Write ``out_dir/X<s>/<stem>x<s>.png`` for every HR image; return (written, kept)."""
+    if not hr_dir.is_dir():
+        raise FileNotFoundError(f"HR folder {hr_dir} does not exist")
+    files = list_images(hr_dir)
+    if not files:
+        raise FileNotFoundError(f"{hr_dir} holds no images")
+    written = kept = 0
+    for hr_file in files:
+        targets = {s: out_dir / f"X{s}" / f"{hr_file.stem}x{s}.png" for s in scales}
+        todo = {s: t for s, t in targets.items() if not t.exists()}
+        kept += len(targets) - len(todo)
+        if todo:
+            hr = read_image(hr_file)
+            for s, target in todo.items():
+                write_png(target, make_lr(hr, s))
+                written += 1
+    return written, kept
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of ``pspl-data``."""
+    parser = argparse.ArgumentParser(prog="pspl-data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_prepare = sub.add_parser("prepare", help="check a data config and build its decoded cache")
+    p_prepare.add_argument("overrides", nargs="*", help="Hydra overrides, as for pspl-train")
+    p_lr = sub.add_parser("make-lr", help="write MATLAB-bicubic LR images for a folder of HR images")
+    p_lr.add_argument("hr_dir", type=Path)
+    p_lr.add_argument("out_dir", type=Path)
+    p_lr.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.command == "prepare":
+            prepare(args.overrides)
+        else:
+            written, kept = make_lr_folder(args.hr_dir, args.out_dir, args.scale)
+            print(f"wrote {written} LR images under {args.out_dir}, kept {kept} that existed")
+    except (FileNotFoundError, ImageReadError, ValueError) as exc:
+        print(f"pspl-data: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Training patches per second of three loaders on a DIV2K-like folder made here (2040 x 1356 PNGs with a
+natural 1/f spectrum): (a) our DataModule (decoded cache, memory-mapped crops, whole-batch fetch),
+(b) decode the whole PNG pair per sample, (c) load the whole decoded array pair per sample (the EDSR /
+PSPL reference's cached mode). HR patch 96, x2, flips and transpose on; one process, then with workers.
+
+    python scripts/bench_data.py [--images 4] [--workers 2] [--seconds 5]
+
+Prints a table, then (last line) one JSON object: ``patches_per_s`` per loader and mode, and
+``speedup_vs_whole_array``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pspl_lightning.data import DIV2KDataModule
+from pspl_lightning.data.datasets import _to_chw, augment_pair
+from pspl_lightning.data.io import read_image
+from pspl_lightning.data.synthetic import make_div2k_folder
+
+
+class _WholeImagePerSample(Dataset):
+    """The reference's loaders: a whole LR/HR pair is loaded for every patch (``load`` decides how)."""
+
+    def __init__(self, files: list[tuple[Path, Path]], load, scale: int, patch: int, repeat: int) -> None:
+        self.files, self.load, self.scale, self.patch, self.repeat = files, load, scale, patch, repeat
+
+    def __len__(self) -> int:
+        return len(self.files) * self.repeat
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr_file, hr_file = self.files[index % len(self.files)]
+        lr, hr = self.load(lr_file), self.load(hr_file)
+        lp, s = self.patch // self.scale, self.scale
+        top = int(torch.randint(0, lr.shape[0] - lp + 1, ()))
+        left = int(torch.randint(0, lr.shape[1] - lp + 1, ()))
+        lr = lr[top : top + lp, left : left + lp]
+        hr = hr[top * s : (top + lp) * s, left * s : (left + lp) * s]
+        lr, hr = augment_pair(lr, hr, *(torch.rand(3) < 0.5).tolist())
+        return _to_chw(lr), _to_chw(hr)
+
+
+def patches_per_second(loader: DataLoader, seconds: float, min_batches: int = 2) -> float:
+    """Patches/s after one warm-up batch (which also starts the workers), over >= ``seconds``."""
+    it = iter(loader)
+    next(it)
+    n, start = 0, time.perf_counter()
+    while True:
+        lr, hr = next(it)
+        assert hr.shape[-1] == 2 * lr.shape[-1]
+        n += lr.shape[0]
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and n >= min_batches * lr.shape[0]:
+            return n / elapsed
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=4, help="training images to make")
+    parser.add_argument("--size", default="1356x2040", help="HR image size HxW (DIV2K: about 1356x2040)")
+    parser.add_argument("--patch", type=int, default=96, help="HR patch side")
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per loader and mode")
+    parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        root = Path(tmp) / "DIV2K"
+        t0 = time.perf_counter()
+        make_div2k_folder(root, range(1, args.images + 1), range(801, 802), size=(h, w), scales=(args.scale,))
+        print(f"made {args.images} DIV2K-like {w}x{h} PNGs in {time.perf_counter() - t0:.1f} s under {root}")
+        files = [(root / "DIV2K_train_LR_bicubic" / f"X{args.scale}" / f"{i:04d}x{args.scale}.png",
+                  root / "DIV2K_train_HR" / f"{i:04d}.png") for i in range(1, args.images + 1)]
+        arrays = Path(tmp) / "whole_arrays"
+        arrays.mkdir()
+        npy_files = []
+        for lr_file, hr_file in files:
+            pair = []
+            for f in (lr_file, hr_file):
+                np.save(arrays / f"{f.stem}.npy", read_image(f))
+                pair.append(arrays / f"{f.stem}.npy")
+            npy_files.append(tuple(pair))
+
+        repeat = 100_000
+        results: dict[str, dict[str, float]] = {}
+        for workers in (0, args.workers):
+            mode = "1 process" if workers == 0 else f"{workers} workers"
+            dm = DIV2KDataModule(root=str(root), train_range=[1, args.images], val_range=[801, 801],
+                                 cache_dir=str(Path(tmp) / "cache"), scale=args.scale, patch_size=args.patch,
+                                 batch_size=args.batch, repeat=repeat, num_workers=workers, pin_memory=False,
+                                 progress=False)
+            t0 = time.perf_counter()
+            dm.prepare_data()
+            dm.setup("fit")
+            if workers == 0:
+                print(f"decoded cache built in {time.perf_counter() - t0:.1f} s ({args.images + 1} pairs)")
+            crop = (args.scale, args.patch, repeat)
+            loaders = {
+                "ours (mmap cache)": dm.train_dataloader(),
+                "decode PNG per sample": _WholeImagePerSample(files, read_image, *crop),
+                "whole array per sample": _WholeImagePerSample(npy_files, np.load, *crop),
+            }
+            for name, loader in loaders.items():
+                if not isinstance(loader, DataLoader):
+                    loader = DataLoader(loader, batch_size=args.batch, shuffle=True, drop_last=True,
+                                        num_workers=workers, persistent_workers=workers > 0)
+                results.setdefault(name, {})[mode] = patches_per_second(loader, args.seconds)
+                del loader
+
+    modes = list(next(iter(results.values())))
+    print(f"\nHR patch {args.patch}, x{args.scale}, batch {args.batch}, augmentation on; patches per second")
+    print(f"{'loader':<26}" + "".join(f"{m:>14}" for m in modes))
+    for name, row in results.items():
+        print(f"{name:<26}" + "".join(f"{row[m]:>14.0f}" for m in modes))
+    ours, whole = results["ours (mmap cache)"], results["whole array per sample"]
+    speedup = {m: ours[m] / whole[m] for m in modes}
+    print("speed-up over the whole-array loader: " + ", ".join(f"{m}: {v:.1f}x" for m, v in speedup.items()))
+    report = {
+        "patches_per_s": {name: {m: round(v, 1) for m, v in row.items()} for name, row in results.items()},
+        "speedup_vs_whole_array": {m: round(v, 2) for m, v in speedup.items()},
+        "config": {"images": args.images, "size": [h, w], "patch": args.patch, "scale": args.scale,
+                   "batch": args.batch, "workers": args.workers, "cpus": os.cpu_count()},
+    }
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

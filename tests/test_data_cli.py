@@ -1,0 +1,60 @@
+"""``pspl-data prepare`` / ``make-lr`` and ``scripts/bench_data.py`` on small folders made here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pspl_lightning.cli.data import main
+from pspl_lightning.data.io import read_image, write_png
+from pspl_lightning.data.sample import make_lr
+from pspl_lightning.data.synthetic import make_div2k_folder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_prepare_builds_the_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_div2k_folder(tmp_path / "DIV2K", range(1, 3), range(801, 802), size=(40, 48), with_lr=False)
+    main(["prepare", "data=div2k", f"data.root={root}", f"data.cache_dir={tmp_path / 'cache'}",
+          "data.train_range=[1,2]", "data.val_range=[801,801]", "data.patch_size=32", "data.progress=false"])
+    out = capsys.readouterr().out
+    assert "DIV2KDataModule: 2 training images, validation sets div2k_val (1)" in out
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3 * 2  # HR + MATLAB-bicubic LR of each
+
+
+def test_prepare_reports_bad_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", "data=div2k", f"data.root={tmp_path / 'none'}", "data.cache_dir=null"])
+    assert exc.value.code == 2
+    assert "none does not exist; expected the DIV2K layout" in capsys.readouterr().err
+
+
+def test_make_lr_writes_benchmark_layout_and_keeps_existing(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    imgs = {n: rng.integers(0, 256, (25, 31, 3), dtype=np.uint8) for n in ("baby", "bird")}
+    for n, img in imgs.items():
+        write_png(tmp_path / "HR" / f"{n}.png", img)
+    mine = np.zeros((8, 10, 3), np.uint8)
+    write_png(tmp_path / "LR" / "X3" / "birdx3.png", mine)  # a file the user made: kept
+    main(["make-lr", str(tmp_path / "HR"), str(tmp_path / "LR"), "--scale", "2", "3"])
+    np.testing.assert_array_equal(read_image(tmp_path / "LR" / "X2" / "babyx2.png"), make_lr(imgs["baby"], 2))
+    np.testing.assert_array_equal(read_image(tmp_path / "LR" / "X3" / "babyx3.png"), make_lr(imgs["baby"], 3))
+    np.testing.assert_array_equal(read_image(tmp_path / "LR" / "X3" / "birdx3.png"), mine)
+
+
+def test_bench_script_reports_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = importlib.util.spec_from_file_location("bench_data", REPO / "scripts" / "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--images", "2", "--size", "120x160", "--seconds", "0.2", "--workers", "1",
+                "--dir", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    loaders = {"ours (mmap cache)", "decode PNG per sample", "whole array per sample"}
+    assert set(last["patches_per_s"]) == loaders
+    assert all(v > 0 for row in last["patches_per_s"].values() for v in row.values())
+    assert set(last["speedup_vs_whole_array"]) == {"1 process", "1 workers"}
+    assert not list(tmp_path.iterdir())  # the temporary folder is removed
