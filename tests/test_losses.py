@@ -1,0 +1,278 @@
+"""PSPL loss, its SSIM map and the base losses against references written out here from the formulas.
+
+The reference is numpy float64: 11 x 11 Gaussian window (sigma 1.5) applied with zero padding 5, the
+SSIM formula with C1 = 0.01^2, C2 = 0.03^2 on 0..255 data (``official``) or on 0..1 data
+(``normalized``). Images are real photographs with real degradations, plus flat and saturated regions
+where the official formula is ill conditioned.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+from skimage.filters import gaussian
+from skimage.metrics import structural_similarity
+
+from pspl_lightning.data.imresize import imresize
+from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
+from pspl_lightning.losses import BASE_LOSSES, PSPLLoss, check_pace, pace_sigma, ssim_map
+from pspl_lightning.losses.ssim import C1, C2
+
+PHOTOS = {"astronaut": skdata.astronaut()[:96, 150:246], "coffee": skdata.coffee()[150:246, 250:346],
+          "chelsea": skdata.chelsea()[60:156, 100:196]}
+
+
+def _with_flat(hr: np.ndarray) -> np.ndarray:
+    """The photo with a flat mid-grey square, a saturated white square and a smooth ramp pasted in."""
+    out = hr.copy()
+    out[8:40, 8:40] = 128
+    out[50:80, 20:44] = 255
+    out[60:90, 55:90] = np.linspace(90, 110, 35).round().astype(np.uint8)[None, :, None]
+    return out
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _degrade(hr: np.ndarray, kind: str) -> np.ndarray:
+    """A float64 "SR output" in roughly [0, 1], off the 8-bit grid like a network's output."""
+    x = hr.astype(np.float64) / 255.0
+    if kind == "bicubic_x2":
+        return imresize(imresize(x, 0.5), 2.0)
+    if kind == "jpeg":
+        return _jpeg(hr, 20).astype(np.float64) / 255.0
+    if kind == "noise":
+        return x + np.random.default_rng(0).normal(0, 4 / 255, x.shape)
+    if kind == "blur_offset":  # blurred and brightened: flat regions with a constant offset
+        return gaussian(x, sigma=1.0, channel_axis=2) + 3 / 255
+    raise ValueError(kind)
+
+
+def _pair(photo: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hr, sr) as 1 x 3 x H x W float32 tensors in [0, 1]-ish."""
+    hr = _with_flat(PHOTOS[photo])
+    sr = _degrade(hr, kind)
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()  # noqa: E731
+    return to_t(hr / 255.0), to_t(sr)
+
+
+def _gauss11() -> np.ndarray:
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    return g / g.sum()
+
+
+def _filter_zero_pad(img: np.ndarray) -> np.ndarray:
+    """2-D correlation of H x W ``img`` with the 11 x 11 Gaussian, zero padding 5, as explicit sums."""
+    g2 = np.outer(_gauss11(), _gauss11())
+    h, w = img.shape
+    padded = np.zeros((h + 10, w + 10))
+    padded[5:-5, 5:-5] = img
+    out = np.zeros((h, w))
+    for i in range(11):
+        for j in range(11):
+            out += g2[i, j] * padded[i : i + h, j : j + w]
+    return out
+
+
+def _ref_ssim(hr: torch.Tensor, sr: torch.Tensor, official: bool) -> np.ndarray:
+    """The reference SSIM map (C x H x W, float64) of the first image of a batch."""
+    scale = 255.0 if official else 1.0
+    out = []
+    for c in range(hr.shape[1]):
+        x, y = hr[0, c].double().numpy() * scale, sr[0, c].double().numpy() * scale
+        mx, my = _filter_zero_pad(x), _filter_zero_pad(y)
+        vx, vy = _filter_zero_pad(x * x) - mx**2, _filter_zero_pad(y * y) - my**2
+        cxy = _filter_zero_pad(x * y) - mx * my
+        out.append(((2 * mx * my + C1) * (2 * cxy + C2)) / ((mx**2 + my**2 + C1) * (vx + vy + C2)))
+    return np.stack(out)
+
+
+def _ref_weights(ssim: np.ndarray, sigma: float, max_weight: float = 2.0) -> np.ndarray:
+    return max_weight * np.exp(-(((ssim + 1) / sigma) ** 2))
+
+
+CASES = [("astronaut", "bicubic_x2"), ("coffee", "jpeg"), ("chelsea", "noise"), ("astronaut", "blur_offset")]
+
+
+@pytest.mark.parametrize(("photo", "kind"), CASES)
+@pytest.mark.parametrize("sigma", [0.2, 0.7, 3.0])
+def test_official_weights_equal_float64_reference(photo: str, kind: str, sigma: float) -> None:
+    hr, sr = _pair(photo, kind)
+    w = PSPLLoss(ssim_mode="official").weight_map(sr, hr, sigma)
+    ref = _ref_weights(_ref_ssim(hr, sr, official=True), sigma)
+    assert w.dtype == torch.float32 and w.shape == hr.shape
+    np.testing.assert_allclose(w[0].double().numpy(), ref, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("photo", "kind"), CASES)
+def test_normalized_weights_equal_float64_reference(photo: str, kind: str) -> None:
+    hr, sr = _pair(photo, kind)
+    loss = PSPLLoss(ssim_mode="normalized")
+    assert loss.ssim_dtype == torch.float32
+    w = loss.weight_map(sr, hr, 0.5)
+    np.testing.assert_allclose(w[0].double().numpy(), _ref_weights(_ref_ssim(hr, sr, official=False), 0.5),
+                               rtol=0, atol=1e-3)
+
+
+def test_flat_regions_need_float64_in_official_mode() -> None:
+    """The test data reach the ill-conditioned regime: float32 moments miss, float64 ones do not."""
+    hr, sr = _pair("astronaut", "blur_offset")
+    ref = _ref_weights(_ref_ssim(hr, sr, official=True), 0.7)
+    err32 = np.abs(PSPLLoss(ssim_dtype="float32").weight_map(sr, hr, 0.7)[0].numpy() - ref).max()
+    err64 = np.abs(PSPLLoss(ssim_dtype="float64").weight_map(sr, hr, 0.7)[0].numpy() - ref).max()
+    assert err32 > 0.05
+    assert err64 < 1e-4
+
+
+@pytest.mark.parametrize(("photo", "kind"), CASES[:2])
+def test_ssim_map_interior_matches_scikit_image(photo: str, kind: str) -> None:
+    hr, sr = _pair(photo, kind)
+    ours = ssim_map(hr.double(), sr.double(), c1=C1, c2=C2)[0].numpy()
+    for c in range(3):
+        _, full = structural_similarity(hr[0, c].double().numpy(), sr[0, c].double().numpy(), full=True,
+                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                        data_range=1.0)
+        np.testing.assert_allclose(ours[c, 5:-5, 5:-5], full[5:-5, 5:-5], rtol=0, atol=1e-6)
+
+
+def test_ssim_map_equals_reference_including_borders() -> None:
+    hr, sr = _pair("coffee", "bicubic_x2")
+    ours = ssim_map(hr.double() * 255, sr.double() * 255)[0].double().numpy()
+    np.testing.assert_allclose(ours, _ref_ssim(hr, sr, official=True), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("photo", "kind"), CASES[:2])
+def test_pspl_l1_equals_reference_loss_over_255(photo: str, kind: str) -> None:
+    hr, sr = _pair(photo, kind)
+    sigma = 0.8
+    loss = PSPLLoss(ssim_mode="official", base="l1")(sr, hr, sigma=sigma)
+    w = _ref_weights(_ref_ssim(hr, sr, official=True), sigma)
+    x, y = hr[0].double().numpy() * 255, sr[0].double().numpy() * 255
+    ref = np.abs(y * w - x * w).mean()  # the reference: L1(sr * w, hr * w) on 0..255
+    assert loss.item() == pytest.approx(ref / 255, rel=1e-4)
+
+
+def test_batched_weights_equal_per_image_weights() -> None:
+    """Images in a batch do not leak into each other (the padding separates them)."""
+    pairs = [_pair(p, k) for p, k in CASES[:3]]
+    hr, sr = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    loss = PSPLLoss()
+    batched = loss.weight_map(sr, hr, 0.5)
+    for i, (h, s) in enumerate(pairs):
+        torch.testing.assert_close(batched[i : i + 1], loss.weight_map(s, h, 0.5), rtol=0, atol=1e-6)
+
+
+def test_filter_buffers_follow_shape_changes() -> None:
+    hr, sr = _pair("coffee", "noise")
+    loss = PSPLLoss()
+    full = loss.weight_map(sr, hr, 0.5)
+    crop = loss.weight_map(sr[..., :40, :72], hr[..., :40, :72], 0.5)
+    again = loss.weight_map(sr, hr, 0.5)
+    ref_crop = _ref_weights(_ref_ssim(hr[..., :40, :72], sr[..., :40, :72], official=True), 0.5)
+    np.testing.assert_allclose(crop[0].numpy(), ref_crop, rtol=0, atol=1e-3)
+    torch.testing.assert_close(again, full, rtol=0, atol=0)
+
+
+def test_padded_separable_filter_matches_explicit_sums() -> None:
+    rng = np.random.default_rng(3)
+    imgs = rng.random((2, 17, 23))
+    filt = PaddedSeparableFilter(gaussian_kernel1d(11, 1.5, dtype=torch.float64))
+    filt.input(2, 17, 23, torch.float64, torch.device("cpu")).copy_(torch.from_numpy(imgs))
+    out = filt.run().numpy()
+    for i in range(2):
+        np.testing.assert_allclose(out[i], _filter_zero_pad(imgs[i]), rtol=0, atol=1e-12)
+    with pytest.raises(RuntimeError, match="before input"):
+        PaddedSeparableFilter(gaussian_kernel1d()).run()
+    with pytest.raises(ValueError, match="odd number of taps"):
+        PaddedSeparableFilter(torch.ones(4))
+
+
+@pytest.mark.parametrize(("step", "alpha", "beta", "unit", "expected"),
+                         [(0, 1.0, 0.0, 1000, 0.001), (999, 1.0, 0.0, 1000, 1.0), (9, 0.3, 0.1, 10, 0.4),
+                          (299_999, 1.0, 0.0, 1000, 300.0), (5, 0.0, 0.5, 1000, 0.5)])
+def test_pace_sigma_at_given_steps(step: int, alpha: float, beta: float, unit: int, expected: float) -> None:
+    assert pace_sigma(step, alpha, beta, unit) == pytest.approx(expected, rel=1e-12)
+    loss = PSPLLoss(alpha=alpha, beta=beta, step_unit=unit)
+    assert loss.set_step(step) == pytest.approx(expected, rel=1e-12) and loss.sigma == loss.sigma_at(step)
+
+
+@pytest.mark.parametrize("max_weight", [2.0, 3.5])
+def test_weight_at_ssim_minus_one_is_max_weight(max_weight: float) -> None:
+    """hr = 0.5 + t, sr = 0.5 - t with a zero-mean texture t: equal means, cov = -var, SSIM -> -1."""
+    sign = (torch.arange(40)[:, None] + torch.arange(40)[None, :]) % 2 * 2 - 1
+    t = 0.4 * sign.float().expand(1, 3, 40, 40)
+    hr, sr = 0.5 + t, 0.5 - t
+    loss = PSPLLoss(max_weight=max_weight)
+    inner = (slice(None), slice(None), slice(5, -5), slice(5, -5))
+    s = ssim_map(hr.double() * 255, sr.double() * 255)[inner]
+    assert s.max().item() < -1 + 1e-6
+    w = loss.weight_map(sr, hr, 0.05)[inner]
+    torch.testing.assert_close(w, torch.full_like(w, max_weight), rtol=0, atol=1e-5)
+    assert loss.weight_map(hr, hr, 0.05).max().item() < 1e-30  # SSIM 1: weight exp(-(2 / 0.05)^2)
+
+
+def test_gradient_does_not_flow_through_the_weights() -> None:
+    hr, sr = _pair("coffee", "bicubic_x2")
+    sr.requires_grad_(True)
+    loss = PSPLLoss()
+    value = loss(sr, hr, sigma=0.6)
+    value.backward()
+    w = loss.last_weights
+    assert w is not None and not w.requires_grad and w.grad_fn is None
+    expected = w * torch.sign(sr.detach() - hr) / sr.numel()  # d/dsr mean(w |sr - hr|) with w constant
+    torch.testing.assert_close(sr.grad, expected, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("base", ["mse", "charbonnier"])
+def test_mse_and_charbonnier_bases(base: str) -> None:
+    hr, sr = _pair("chelsea", "jpeg")
+    loss = PSPLLoss(base=base, charbonnier_eps=1e-2)
+    value = loss(sr, hr, sigma=0.9).item()
+    w = _ref_weights(_ref_ssim(hr, sr, official=True), 0.9)
+    d = (sr[0].double().numpy() - hr[0].double().numpy()) * w
+    ref = (d**2).mean() if base == "mse" else np.sqrt(d**2 + 1e-4).mean()
+    assert value == pytest.approx(ref, rel=1e-4)
+    assert set(BASE_LOSSES) == {"l1", "mse", "charbonnier"}
+
+
+def test_bad_arguments_raise_clear_errors() -> None:
+    with pytest.raises(ValueError, match=r"loss\.base must be one of \['charbonnier', 'l1', 'mse'\], "
+                                         r"got 'l2'"):
+        PSPLLoss(base="l2")
+    with pytest.raises(ValueError, match=r"loss\.ssim_mode must be one of \['official', 'normalized'\]"):
+        PSPLLoss(ssim_mode="exact")
+    with pytest.raises(ValueError, match=r"loss\.max_weight must be > 0, got 0"):
+        PSPLLoss(max_weight=0)
+    with pytest.raises(ValueError, match=r"loss\.ssim_dtype must be 'float32', 'float64' or null, "
+                                         r"got 'float16'"):
+        PSPLLoss(ssim_dtype="float16")
+    with pytest.raises(ValueError, match=r"loss\.step_unit must be a positive number of steps, got 0"):
+        PSPLLoss(step_unit=0)
+    with pytest.raises(RuntimeError, match="PSPLLoss.sigma is unset"):
+        PSPLLoss()(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="PSPL sigma must be > 0, got 0"):
+        PSPLLoss().weight_map(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), 0.0)
+    with pytest.raises(ValueError, match=r"ssim_map expects two B x C x H x W tensors of one shape, got "
+                                         r"\(1, 3, 16, 16\) and \(1, 3, 16, 15\)"):
+        ssim_map(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 15))
+
+
+def test_check_pace_names_alpha_and_beta() -> None:
+    with pytest.raises(ValueError, match=r"loss\.alpha=0\.0, loss\.beta=0\.0.* it is 0 at step 0"
+                                         r".*loss\.alpha > 0"):
+        PSPLLoss(alpha=0.0, beta=0.0)
+    with pytest.raises(ValueError, match=r"loss\.alpha=-1\.0, loss\.beta=0\.5.* at step 999"):
+        check_pace(-1.0, 0.5, 1000, max_steps=1000)
+    with pytest.raises(ValueError, match=r"loss\.alpha=-1\.0, loss\.beta=0\.5.* eventually"):
+        check_pace(-1.0, 0.5, 1000)
+    check_pace(-1.0, 0.5, 1000, max_steps=400)  # sigma stays >= 0.1 for 400 steps
+    assert math.isclose(pace_sigma(399, -1.0, 0.5, 1000), 0.1)
