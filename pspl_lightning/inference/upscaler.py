@@ -49,7 +49,7 @@ class Upscaler:
             return self.net(lr)
         return tiled_forward(self.net, lr, self.scale, self.tile, int(self.tile_overlap or 0))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def __call__(self, lr: Tensor) -> Tensor:
         lr = lr.to(self.device, torch.float32)
         return ensemble_x8(self._forward, lr) if self.self_ensemble else self._forward(lr)
