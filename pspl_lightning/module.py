@@ -76,8 +76,9 @@ class SRModule(L.LightningModule):
                 if i == 0:  # the first set is the primary one: val/psnr_y drives checkpoint selection
                     values[f"val/{key}"] = float(value)
             metrics.reset()
+        # Already synced by torchmetrics; sync_dist only averages equal values (and silences Lightning).
         for key, value in values.items():
-            self.log(key, value, prog_bar=key == "val/psnr_y", add_dataloader_idx=False)
+            self.log(key, value, prog_bar=key == "val/psnr_y", add_dataloader_idx=False, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.last_val_metrics = values
 

@@ -34,13 +34,21 @@ def wandb_offline() -> bool:
         return True
 
 
+def project_root() -> str:
+    """``PSPL_ROOT`` if set, else the directory the command was started in."""
+    return os.environ.get("PSPL_ROOT") or os.getcwd()
+
+
 def register_resolvers() -> None:
     """``${pspl_uid:}``: a random 6-hex suffix, fixed per config (unique run folders within a second);
-    ``${pspl_wandb_offline:}``: see :func:`wandb_offline`."""
+    ``${pspl_wandb_offline:}``: see :func:`wandb_offline`; ``${pspl_root:}``: see :func:`project_root`
+    (usable where Hydra's own ``${hydra:...}`` is not, such as the sweep folder)."""
     if not OmegaConf.has_resolver("pspl_uid"):
         OmegaConf.register_new_resolver("pspl_uid", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("pspl_wandb_offline"):
         OmegaConf.register_new_resolver("pspl_wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("pspl_root"):
+        OmegaConf.register_new_resolver("pspl_root", project_root, use_cache=True)
 
 
 register_resolvers()

@@ -1,0 +1,113 @@
+"""Scale-out: DDP on CPU (ddp_spawn in process, ddp as a script), Hydra multirun, W&B offline runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pspl_lightning.cli.train import train
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _ranks(probe_dir: Path) -> dict[int, list[dict]]:
+    return {int(p.stem[4:]): [json.loads(line) for line in p.read_text().splitlines()]
+            for p in sorted(probe_dir.glob("rank*.jsonl"))}
+
+
+def test_ddp_spawn_ranks_share_sigma_and_lr(train_cfg, tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    cfg = train_cfg("trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_steps=4",
+                    "schedule.lr_milestones=[2]", "+callbacks.probe._target_=tests.ddp_probe.RankProbe",
+                    f"+callbacks.probe.out_dir={probe}")
+    metrics = train(cfg)
+    ranks = _ranks(probe)
+    assert sorted(ranks) == [0, 1]
+    assert ranks[0] == ranks[1]  # identical sigma and learning rate at every step on every rank
+    assert [r["step"] for r in ranks[0]] == [0, 1, 2, 3]
+    assert [r["world"] for r in ranks[0]] == [2] * 4
+    assert [r["lr"] for r in ranks[0]] == pytest.approx([1e-4, 1e-4, 5e-5, 5e-5])
+    assert [r["sigma"] for r in ranks[0]] == pytest.approx([(g + 1) / 10 for g in range(4)])
+    assert metrics["global_step"] == 4 and 10 < metrics["val/psnr_y"] < 60
+
+
+def _cli(args: list[str], root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PSPL_ROOT": str(root), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "pspl_lightning.cli.train", *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_ddp_script_runs_two_ranks_into_one_run_folder(sample_root: Path, tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    _cli([*TINY, f"data.root={sample_root}", "trainer=ddp_cpu", "trainer.max_steps=3", "logger=csv",
+          "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"+callbacks.probe.out_dir={probe}"],
+         tmp_path)
+    runs = list((tmp_path / "outputs" / "train" / "runs").iterdir())
+    assert len(runs) == 1  # rank 1 wrote into rank 0's folder, not a new one
+    assert json.loads((runs[0] / "metrics.json").read_text())["global_step"] == 3
+    ranks = _ranks(probe)
+    assert sorted(ranks) == [0, 1] and ranks[0] == ranks[1]
+
+
+def test_multirun_2x2_gives_four_complete_runs_with_own_wandb_runs(sample_root: Path, tmp_path: Path) -> None:
+    overrides = [o for o in TINY if not o.startswith("logger=")]
+    proc = _cli(["-m", *overrides, f"data.root={sample_root}", "trainer.max_steps=2", "logger=wandb",
+                 "loss.alpha=0.5,2", "loss.max_weight=1,3"], tmp_path, timeout=600)
+    sweeps = list((tmp_path / "outputs" / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1, proc.stdout[-2000:]
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir() and p.name.isdigit())
+    assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    seen_runs, seen_overrides = set(), set()
+    for job in jobs:
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["global_step"] == 2 and "val/ssim_y" in metrics
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        overrides_file = (job / ".hydra" / "overrides.yaml").read_text()
+        seen_overrides.add(tuple(line for line in overrides_file.splitlines() if "loss." in line))
+        wandb_runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(wandb_runs) == 1, f"{job}: expected one W&B run, got {wandb_runs}"
+        seen_runs.add(wandb_runs[0].name.rsplit("-", 1)[-1])
+    assert len(seen_runs) == 4 and len(seen_overrides) == 4
+
+
+def test_wandb_offline_run_holds_images_and_metrics(train_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = train_cfg("logger=wandb", "trainer.max_steps=4", "callbacks.image_panel.every_n_steps=2",
+                    "logger.wandb.tags=[test]", "logger.wandb.notes=offline check")
+    metrics = train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run = runs[0]
+    panels = sorted((run / "files" / "media" / "images" / "train").glob("panel_*.png"))  # the image files
+    assert len(panels) == 2  # steps 2 and 4
+    from PIL import Image
+
+    w, h = Image.open(panels[0]).size
+    assert (w, h) == (4 * 32, 4 * 32)  # 4 rows of [LR up, SR, HR, weight map] patches of 32 px
+    record = _inspect_wandb_run(run)
+    assert record["state"] == "finished" and record["tags"] == ["test"] and record["notes"] == "offline check"
+    summary = record["summary"]
+    assert summary["final/val/psnr_y"] == pytest.approx(metrics["val/psnr_y"])
+    assert summary["pspl/sigma"] == pytest.approx(0.4)  # (3 + 1) / 10: the last step's sigma
+    assert {"train/loss", "train/l1", "lr-Adam", "pspl/weight_mean", "val/ssim_y"} <= set(summary)
+    assert summary["train/panel"]["captions"] == ["LR | SR | HR | PSPL weight"]
+    assert record["config"]["loss"]["alpha"] == 1.0 and record["config"]["model"]["n_feats"] == 8
+    assert "trainer.max_steps=4" in record["name"]
+
+
+def _inspect_wandb_run(run_dir: Path) -> dict:
+    """Everything an offline W&B run recorded, read back with W&B's own `wandb leet inspect`."""
+    wandb_file = next(run_dir.glob("*.wandb"))
+    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(wandb_file)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
