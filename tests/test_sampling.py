@@ -40,3 +40,28 @@ def test_resuming_from_a_position_continues_the_same_stream() -> None:
 def test_too_few_items_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="raise data.repeat"):
         ResumableRandomSampler(5, batch_size=4, world_size=2)
+
+
+def test_shards_cover_every_item_once() -> None:
+    from pspl_lightning.data.sampling import ShardSampler
+
+    shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [len(ShardSampler(7, r, 3)) for r in range(3)] == [3, 2, 2]
+
+
+def test_patches_depend_on_sample_seed_only() -> None:
+    import numpy as np
+
+    from pspl_lightning.data.datasets import PatchDataset
+
+    rng = np.random.default_rng(0)
+    hr = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    pairs = [(hr[::2, ::2].copy(), hr)]
+    ds = PatchDataset(pairs, scale=2, patch_size=16, repeat=4)
+    a = ds.__getitems__([(0, 11), (0, 12)])
+    b = ds.__getitems__([(0, 12)])
+    assert (a[1][1] == b[1][0]).all() and (a[0][1] == b[0][0]).all()
+    assert not (a[1][0] == a[1][1]).all()
+    single = ds[(0, 11)]
+    assert (single[1] == a[1][0]).all()

@@ -111,3 +111,24 @@ def _inspect_wandb_run(run_dir: Path) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def test_sweep_and_launcher_configs_compose(train_cfg) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    cfg = train_cfg("hparams_search=pspl_optuna", "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2")
+    sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
+    assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
+    assert set(sweeper.params) == {"loss.alpha", "loss.beta", "loss.max_weight"}
+    assert "submitit" in launcher._target_.lower() and launcher.nodes == 2 and launcher.tasks_per_node == 8
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_on_cpu(sample_root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    overrides = [o for o in TINY if not o.startswith("logger=")]
+    _cli(["-m", "hparams_search=pspl_optuna", "hydra.sweeper.n_trials=2", *overrides, "logger=none",
+          f"data.root={sample_root}", "trainer.max_steps=2"], tmp_path, timeout=600)
+    results = next((tmp_path / "outputs" / "train" / "multiruns").glob("*/optimization_results.yaml"))
+    text = results.read_text()
+    assert "best_params" in text and "loss.alpha" in text and "best_value" in text

@@ -23,6 +23,7 @@ from pspl_lightning.data.datasets import ImagePair, PairDataset, PatchDataset, c
 from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
+from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class PairedSRDataModule(L.LightningDataModule):
                  augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
                  persistent_workers: bool = True, cache_dir: str | None = None,
                  cache_workers: int | None = None, val_sets: Sequence[str] | None = None,
-                 benchmark_root: str | None = None, progress: bool = True) -> None:
+                 benchmark_root: str | None = None, progress: bool = True, seed: int = 0) -> None:
         super().__init__()
         if scale not in (2, 3, 4):
             raise ValueError(f"data.scale must be 2, 3 or 4, got {scale}")
@@ -62,6 +63,7 @@ class PairedSRDataModule(L.LightningDataModule):
         self.cache = DecodedCache(cache_dir) if cache_dir else None
         self.cache_workers, self.progress = cache_workers, progress
         self.val_sets, self.benchmark_root = names, benchmark_root
+        self.seed = int(seed)
         self.train_pairs: Sequence[ImagePair] = []
         self.val_pairs: dict[str, Sequence[ImagePair]] = {}
 
@@ -117,15 +119,33 @@ class PairedSRDataModule(L.LightningDataModule):
     def train_dataset(self) -> PatchDataset:
         return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
 
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _batches_consumed(self) -> int:
+        """Training batches this rank has consumed so far: where a (resumed) epoch's stream starts."""
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        # shuffle=True: under DDP Lightning swaps the sampler for a DistributedSampler (one shard per rank)
-        return DataLoader(self.train_dataset(), batch_size=self.batch_size, shuffle=True, drop_last=True,
+        """Shuffled patches from a :class:`ResumableRandomSampler`: one shard per DDP rank, and a stream
+        that depends on the seed and the global step only (exact resume, any number of workers). The
+        trainer runs with ``use_distributed_sampler=False`` so that Lightning keeps this sampler."""
+        dataset = self.train_dataset()
+        rank, world = self._rank_world()
+        sampler = ResumableRandomSampler(len(dataset), self.batch_size, self.seed, rank, world,
+                                         position_fn=self._batches_consumed)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, pin_memory=self._pin(), collate_fn=collate_patches,
                           persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [DataLoader(PairDataset(pairs), batch_size=1, shuffle=False, num_workers=0,
-                           pin_memory=self._pin()) for pairs in self.val_pairs.values()]
+        """Whole images, one loader per set; under DDP each rank takes every world-th image, without the
+        padding duplicates of a DistributedSampler, so synced sums give the single-process metrics."""
+        rank, world = self._rank_world()
+        return [DataLoader(PairDataset(pairs), batch_size=1, sampler=ShardSampler(len(pairs), rank, world),
+                           num_workers=0, pin_memory=self._pin()) for pairs in self.val_pairs.values()]
 
 
 class SampleDataModule(PairedSRDataModule):

@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
 ImagePair = tuple[np.ndarray, np.ndarray]  # (LR, HR), each H x W x 3 uint8 (in memory or memory-mapped)
+SampleKey = int | tuple[int, int]  # an item index, or (index, seed) from the resumable sampler
 
 
 def _to_chw(arr: np.ndarray) -> Tensor:
@@ -60,22 +61,34 @@ class PatchDataset(Dataset):
         left = int(v * (lr.shape[1] - lp + 1))
         return lr[top : top + lp, left : left + lp], hr[top * s : (top + lp) * s, left * s : (left + lp) * s]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        u, v, *flips = torch.rand(5).tolist()
+    @staticmethod
+    def _draws(items: Sequence[SampleKey]) -> tuple[list[int], list[list[float]]]:
+        """Image indices and five uniform draws (crop u, v; h-flip, v-flip, transpose) per item.
+
+        Items from :class:`~pspl_lightning.data.sampling.ResumableRandomSampler` are ``(index, seed)``
+        pairs and get their draws from their own seed (the same patch whatever the worker or the resume
+        point); plain integer indices use torch's global generator.
+        """
+        if items and isinstance(items[0], tuple):
+            return [int(i) for i, _ in items], [np.random.default_rng(s).random(5).tolist() for _, s in items]
+        return [int(i) for i in items], torch.rand(len(items), 5).tolist()
+
+    def __getitem__(self, item: SampleKey) -> tuple[Tensor, Tensor]:
+        (index,), ((u, v, *flips),) = self._draws([item])
         lr, hr = self._crop(index, u, v)
         if self.augment:
             lr, hr = augment_pair(lr, hr, *(f < 0.5 for f in flips))
         return _to_chw(lr), _to_chw(hr)
 
-    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+    def __getitems__(self, items: list[SampleKey]) -> tuple[Tensor, Tensor]:
         """A whole batch at once (the DataLoader calls this instead of ``__getitem__`` per index): the
         random numbers are drawn together and every patch is copied once, straight into the B x C x H x W
         batch (no per-sample tensors, no collate copy; torch ops are avoided here because their thread
         pool fights the DataLoader workers for cores)."""
+        indices, draws = self._draws(items)
         n, lp = len(indices), self.patch_size // self.scale
         lr_out = np.empty((n, 3, lp, lp), dtype=np.uint8)
         hr_out = np.empty((n, 3, self.patch_size, self.patch_size), dtype=np.uint8)
-        draws = torch.rand(n, 5).tolist()
         for i, (index, (u, v, *flips)) in enumerate(zip(indices, draws, strict=True)):
             lr, hr = self._crop(index, u, v)
             if self.augment:

@@ -62,3 +62,16 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         items, seeds = self.epoch_order(epoch)
         for i in range(offset * self.batch_size, len(self)):
             yield int(items[i]), int(seeds[i])
+
+
+class ShardSampler(Sampler[int]):
+    """Indices ``rank, rank + world_size, ...`` of ``range(num_items)``: disjoint shards, no padding."""
+
+    def __init__(self, num_items: int, rank: int = 0, world_size: int = 1) -> None:
+        self.num_items, self.rank, self.world_size = num_items, rank, world_size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_items, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_items, self.world_size))
