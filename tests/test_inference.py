@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,7 @@ def test_exported_weights_rebuild_the_same_network(trained_ckpt: Path, tmp_path:
     assert loaded.describe() == "EDSR(n_feats=8, n_resblocks=1, res_scale=1.0) x2"
     with torch.no_grad():
         assert torch.equal(loaded.net(LR), _reference_net(trained_ckpt)(LR))
-    with pytest.raises(FileExistsError, match="exists; pass overwrite"):
+    with pytest.raises(FileExistsError, match="exists; not replaced"):
         export_weights(trained_ckpt, out)
     export_weights(trained_ckpt, out, overwrite=True)
 
@@ -211,3 +212,16 @@ def test_files_that_need_unpickling_code_or_do_not_exist_are_refused(tmp_path: P
     np.save(tmp_path / "array.npy", np.zeros(3))
     with pytest.raises(WeightsError, match="array.npy cannot be read"):
         load_network(tmp_path / "array.npy")
+
+
+def test_export_script(trained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = importlib.util.spec_from_file_location("export_weights",
+                                                  Path(__file__).parents[1] / "scripts" / "export_weights.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "w.pth"
+    assert script.main([str(trained_ckpt), str(out)]) == 0
+    assert load_network(out).describe() == "EDSR(n_feats=8, n_resblocks=1, res_scale=1.0) x2"
+    assert script.main([str(trained_ckpt), str(out)]) == 2
+    assert "w.pth exists; not replaced (use --overwrite" in capsys.readouterr().err
+    assert script.main([str(trained_ckpt), str(out), "--overwrite"]) == 0

@@ -161,7 +161,7 @@ def export_weights(ckpt: str | Path, out: str | Path, overwrite: bool = False) -
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass overwrite to replace it")
+        raise FileExistsError(f"{out} exists; not replaced (use --overwrite, or overwrite=True)")
     loaded = load_network(ckpt)
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
