@@ -193,6 +193,8 @@ def main() -> None:
         ratios = [p / q for p, q in zip(times["pspl"], times["l1"], strict=True)]
         cpu_ratios = [p / q for p, q in zip(cpu_times["pspl"], cpu_times["l1"], strict=True)]
         result["pspl_overhead_cpu_pct"] = (statistics.median(cpu_ratios) - 1) * 100
+        result["step_pspl_cpu_s"] = statistics.median(cpu_times["pspl"])
+        result["step_l1_cpu_s"] = statistics.median(cpu_times["l1"])
         result["step_pspl_s"] = statistics.median(times["pspl"])
         result["step_l1_s"] = statistics.median(times["l1"])
         result["pspl_overhead_pct"] = (statistics.median(ratios) - 1) * 100
