@@ -152,7 +152,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 gives stable figures on a busy machine")
     parser.add_argument("--skip-steps", action="store_true", help="only time the loss alone")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. loss.ssim_dtype=float32")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides of the PSPL side, e.g. loss=pspl_normalized")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -162,7 +163,8 @@ def main() -> None:
 
     common = [f"model={args.model}", f"data.scale={args.scale}", f"fast.channels_last={args.channels_last}",
               f"fast.compile={args.compile}"]
-    cfg_pspl = compose_train([*common, "loss=pspl", *args.overrides])
+    pspl_group = [] if any(o.startswith("loss=") for o in args.overrides) else ["loss=pspl"]
+    cfg_pspl = compose_train([*common, *pspl_group, *args.overrides])
     cfg_l1 = compose_train([*common, "loss=l1"])
     hr_size = args.lr_patch * args.scale
     result: dict[str, object] = {
