@@ -95,3 +95,12 @@ def test_bf16_network_output_gives_close_weights(mode: str, max_mean_diff: float
     l32, l16 = loss(sr, hr, sigma=0.7), loss(sr.bfloat16(), hr, sigma=0.7)
     assert l16.dtype == torch.float32
     assert l16.item() == pytest.approx(l32.item(), rel=0.02)
+
+
+def test_compile_is_skipped_where_unsupported(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    net = torch.nn.Conv2d(3, 3, 1)
+    with caplog.at_level("WARNING", logger="pspl_lightning.fast_paths"):
+        assert prepare_network(net, compile=True) is net
+    assert "fast.compile=true ignored" in caplog.text
