@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -11,7 +12,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 
+from pspl_lightning.callbacks.guards import TrainingDiverged
 from pspl_lightning.metrics import PSNR, SSIM
+
+log = logging.getLogger("pspl_lightning")
 
 
 class SRModule(L.LightningModule):
@@ -33,8 +37,12 @@ class SRModule(L.LightningModule):
         lr_gamma: float = 0.5,
         val_set_names: Sequence[str] = ("val",),
         run_config: dict[str, Any] | None = None,
+        on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
         self.net, self.loss, self.scale = net, loss, scale
         self.optimizer_factory = optimizer
         self.lr_milestones, self.lr_gamma = sorted(int(m) for m in lr_milestones), lr_gamma
@@ -54,14 +62,27 @@ class SRModule(L.LightningModule):
         """uint8 images (what the datasets yield: 4x fewer bytes to move) -> float in [0, 1], on device."""
         return tuple(t.float().div_(255.0) if t.dtype == torch.uint8 else t for t in batch)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
         lr, hr = self.to_float(batch)
         sr = self.net(lr)
         loss = self.loss(sr, hr)
+        # Agreed across ranks (a rank that skipped alone would hang DDP); one host sync per step.
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            return self._non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
         with torch.no_grad():  # plain L1 as a yardstick comparable across losses
             self.log("train/l1", (sr.detach().float() - hr.float()).abs().mean())
         return loss
+
+    def _non_finite(self, loss: Tensor) -> None:
+        message = f"non-finite training loss {float(loss)} at step {self.global_step}"
+        if self.on_nonfinite == "skip":
+            log.warning("%s: batch skipped (on_nonfinite=skip)", message)
+            return None
+        raise TrainingDiverged(
+            f"{message}; stopped, the last good checkpoint is kept in the run's checkpoints/ folder "
+            f"(on_nonfinite=skip skips such batches instead)"
+        )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         lr, hr = self.to_float(batch)

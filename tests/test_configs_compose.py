@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.cli.train import resolved_config
+from pspl_lightning.cli.train import build_network, resolved_config
 
 CONFIGS = Path(config_dir())
 GROUPS = ["model", "loss", "schedule", "data", "trainer", "logger", "callbacks", "debug", "experiment"]
@@ -27,7 +27,7 @@ def test_group_option_composes_and_instantiates(train_cfg, group: str, option: s
     cfg = train_cfg(f"{group}={option}", tiny=False)
     resolved_config(cfg)  # every interpolation resolves
     if group == "model":
-        net = instantiate(cfg.model)
+        net = build_network(cfg)
         assert isinstance(net, torch.nn.Module)
     elif group == "loss":
         assert callable(instantiate(cfg.loss))

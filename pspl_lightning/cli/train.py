@@ -17,9 +17,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pspl_lightning.callbacks.guards import TrainingDiverged
 from pspl_lightning.callbacks.results import FinalResults
+from pspl_lightning.checkpointing import AtomicCheckpointIO, latest_run, run_checkpoint
 from pspl_lightning.cli.checks import ConfigError, check_train_config
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.fast_paths import prepare_network
@@ -89,6 +92,53 @@ def build_network(cfg: DictConfig) -> torch.nn.Module:
                            compile=bool(fast.get("compile", False)))
 
 
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint this run continues from, pointing ``paths.output_dir`` at the resumed run's folder.
+
+    ``resume=true``: the latest run of this task with a checkpoint; ``resume=<run folder>``: that run;
+    ``ckpt_path=<file>``: a new run folder that starts from the file. A run folder that already holds a
+    checkpoint (a requeued SLURM job, whose folder is named after the job) continues by itself. These
+    are the only ways a run writes into an existing folder.
+    """
+    resume, ckpt_path = cfg.get("resume") or False, cfg.get("ckpt_path")
+    output_dir = Path(cfg.paths.output_dir)
+    if ckpt_path:
+        if resume:
+            raise ConfigError("set either resume or ckpt_path, not both")
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        return str(ckpt_path)
+    if not resume:
+        own = run_checkpoint(output_dir)
+        if own is not None:
+            log.warning("%s already holds %s: continuing that run (requeued job)", output_dir, own)
+        return str(own) if own else None
+    if resume is True:
+        try:
+            run, ckpt = latest_run(Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs", exclude=output_dir)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        run, ckpt = Path(str(resume)), run_checkpoint(Path(str(resume)))
+        if ckpt is None:
+            raise ConfigError(f"resume={resume}: no checkpoints/last.ckpt in that folder")
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run)
+    _resume_wandb_run(cfg, run)
+    log.info("Resuming %s from %s", run, ckpt)
+    return str(ckpt)
+
+
+def _resume_wandb_run(cfg: DictConfig, run: Path) -> None:
+    """Continue the resumed run's W&B run (same id) instead of starting a new one."""
+    wandb_cfg = (cfg.get("logger") or {}).get("wandb")
+    runs = sorted((run / "wandb").glob("*run-*-*"), key=lambda p: p.stat().st_mtime) if wandb_cfg else []
+    if runs:
+        with open_dict(cfg):
+            wandb_cfg.id = runs[-1].name.rsplit("-", 1)[-1]
+            wandb_cfg.resume = "allow"
+
+
 def finish_wandb(failed: bool = False) -> None:
     """Close the W&B run of this process so the next job of a sweep starts its own run."""
     wandb = sys.modules.get("wandb")
@@ -100,8 +150,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says, end with a validation pass, write ``metrics.json``; return its metrics."""
     check_train_config(cfg)
     adapt_to_launch(cfg)
+    ckpt_path = resolve_resume(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     net = build_network(cfg)
@@ -114,6 +166,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lr_gamma=cfg.schedule.lr_gamma,
         val_set_names=datamodule.val_set_names,
         run_config=resolved_config(cfg),
+        on_nonfinite=cfg.get("on_nonfinite", "stop"),
     )
     loggers: list[Logger] = _instantiate_group(cfg.get("logger"))
     callbacks: list[Callback] = _instantiate_group(cfg.get("callbacks"))
@@ -121,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(FinalResults(output_dir))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                     default_root_dir=str(output_dir))
+                                     default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams(module.run_config)
 
@@ -129,7 +182,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
              type(module.loss).__name__, trainer.max_steps, output_dir)
     status = "failed"
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         status = "success"
     finally:
         for lg in loggers:
@@ -146,6 +199,12 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         log.error("Invalid configuration: %s", exc)
         sys.exit(2)
+    except TrainingDiverged as exc:
+        log.error("Training stopped: %s", exc)
+        sys.exit(3)
+    except SIGTERMException:
+        log.warning("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true")
+        sys.exit(143)
     return metrics.get("val/psnr_y")  # the objective a Hydra sweeper (Optuna) maximises
 
 

@@ -1,0 +1,59 @@
+"""Guards that keep a run recoverable: checkpoint on preemption, stop on non-finite weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger("pspl_lightning")
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or weight; the message names the step and the value."""
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM (cluster preemption, ``scancel``, ``kill``) save ``last.ckpt`` at the step boundary.
+
+    Lightning notices the signal, lets the current step finish and then raises ``SIGTERMException``;
+    this saves first, so ``resume=true`` continues from the interrupted step. (SLURM's SIGUSR1 before
+    the time limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
+    """
+
+    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.received_sigterm:
+            trainer.save_checkpoint(self.path)
+            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+
+
+class NonFiniteWeightGuard(Callback):
+    """Every ``every_n_steps`` steps, stop if any network weight is NaN or infinite.
+
+    The training loss is checked at every step by the module; weights are checked less often because it
+    reads every parameter. Raising here keeps the last good checkpoint on disk untouched.
+    """
+
+    def __init__(self, every_n_steps: int = 100) -> None:
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
+            return
+        for name, param in pl_module.named_parameters():
+            if not torch.isfinite(param).all():
+                bad = param[~torch.isfinite(param)].flatten()[0].item()
+                raise TrainingDiverged(
+                    f"non-finite weight {name} = {bad} after step {trainer.global_step}; the last good "
+                    f"checkpoint is kept in the run's checkpoints/ folder (lower optimizer.lr, or set "
+                    f"trainer.gradient_clip_val)"
+                )
