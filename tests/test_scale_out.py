@@ -24,7 +24,7 @@ def _ranks(probe_dir: Path) -> dict[int, list[dict]]:
 def test_ddp_spawn_ranks_share_sigma_and_lr(train_cfg, tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     cfg = train_cfg("trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_steps=4",
-                    "schedule.lr_milestones=[2]", "+callbacks.probe._target_=tests.ddp_probe.RankProbe",
+                    "schedule.lr_milestones=[2]", "+callbacks.probe._target_=tests.probes.RankProbe",
                     f"+callbacks.probe.out_dir={probe}")
     metrics = train(cfg)
     ranks = _ranks(probe)
@@ -49,7 +49,7 @@ def _cli(args: list[str], root: Path, timeout: int = 300) -> subprocess.Complete
 def test_ddp_script_runs_two_ranks_into_one_run_folder(sample_root: Path, tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     _cli([*TINY, f"data.root={sample_root}", "trainer=ddp_cpu", "trainer.max_steps=3", "logger=csv",
-          "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"+callbacks.probe.out_dir={probe}"],
+          "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"],
          tmp_path)
     runs = list((tmp_path / "outputs" / "train" / "runs").iterdir())
     assert len(runs) == 1  # rank 1 wrote into rank 0's folder, not a new one

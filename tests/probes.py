@@ -1,0 +1,52 @@
+"""Test helpers importable by spawned processes: a per-rank recorder and a loss that turns NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+
+
+class RankProbe(Callback):
+    """Every rank appends (step, sigma, lr, world size) to ``out_dir/rank<r>.jsonl`` before each update."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: Any) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        row = {"step": trainer.global_step, "sigma": getattr(pl_module.loss, "sigma", None),
+               "lr": optimizer.param_groups[0]["lr"], "world": trainer.world_size}
+        with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+class NaNOnCall(nn.Module):
+    """Mean L1, except that call number ``bad_call`` (0-based) returns NaN."""
+
+    def __init__(self, bad_call: int) -> None:
+        super().__init__()
+        self.bad_call, self.calls = bad_call, 0
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        loss = (sr - hr).abs().mean()
+        self.calls += 1
+        return loss * torch.tensor(float("nan")) if self.calls - 1 == self.bad_call else loss
+
+
+class StopAt(Callback):
+    """Ends ``fit`` after optimizer step ``step``, as an interruption would (without touching max_steps)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True

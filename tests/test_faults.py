@@ -1,0 +1,156 @@
+"""Never lose a run: exact resume, SIGTERM, NaN guard, atomic checkpoints, logs kept, unique folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pspl_lightning.callbacks.guards import TrainingDiverged
+from pspl_lightning.checkpointing import AtomicCheckpointIO, latest_run, run_checkpoint
+from pspl_lightning.cli.train import train
+from pspl_lightning.loggers import CSVLogger
+from tests.conftest import TINY, compose_config
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _cfg(root: Path, sample_root: Path, *overrides: str):
+    return compose_config("train", [*TINY, f"data.root={sample_root}", *overrides], root)
+
+
+def _column(run: Path, key: str) -> list[float]:
+    with open(run / "csv" / "metrics.csv") as fh:
+        return [float(r[key]) for r in csv.DictReader(fh) if r.get(key)]
+
+
+def _net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+
+
+def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Path) -> None:
+    common = ["trainer.val_check_interval=4", "schedule.lr_milestones=[6]", "loss.step_unit=4",
+              "optimizer.lr=1e-3", "data.repeat=1", "trainer.max_steps=8"]  # epochs of 1 batch of 4 patches
+    straight = _cfg(tmp_path / "a", sample_root, *common)
+    train(straight)
+    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.probes.StopAt",
+                 "+callbacks.stop.step=3")
+    assert train(first)["global_step"] == 3  # interrupted between validations
+    run_b = Path(first.paths.output_dir)
+    resumed = _cfg(tmp_path / "c", sample_root, *common, f"resume={run_b}")
+    metrics = train(resumed)
+
+    assert metrics["global_step"] == 8
+    assert Path(resumed.paths.output_dir) == run_b  # continued in its own folder
+    run_a = Path(straight.paths.output_dir)
+    assert _column(run_b, "pspl/sigma") == pytest.approx(_column(run_a, "pspl/sigma"))  # appended, same pace
+    assert len(_column(run_b, "pspl/sigma")) == 8
+    a = _net_weights(run_a / "checkpoints" / "last.ckpt")
+    b = _net_weights(run_b / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    assert json.loads((run_b / "metrics.json").read_text())["val/psnr_y"] == pytest.approx(
+        json.loads((run_a / "metrics.json").read_text())["val/psnr_y"], abs=1e-6)
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(sample_root: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=3",
+               "schedule.checkpoint_every_n_steps=1", "trainer.max_steps=6")
+    with pytest.raises(TrainingDiverged, match=r"non-finite training loss nan at step 3"):
+        train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["global_step"] == 3
+    assert all(torch.isfinite(v).all() for v in _net_weights(ckpt).values())
+
+
+def test_nonfinite_loss_can_skip_the_batch(sample_root: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=2",
+               "on_nonfinite=skip", "trainer.max_steps=4")
+    metrics = train(cfg)
+    assert metrics["global_step"] == 4  # the skipped batch did not count as a step
+    assert all(torch.isfinite(v).all()
+               for v in _net_weights(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").values())
+
+
+def _wait_for(path: Path, lines: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.is_file() and len(path.read_text().splitlines()) >= lines:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"training exited early: {proc.communicate()}")
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not reach {lines} lines")
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    probe = tmp_path / "probe"
+    args = [sys.executable, "-m", "pspl_lightning.cli.train", *TINY, f"data.root={sample_root}",
+            "trainer.max_steps=1000", "trainer.val_check_interval=1000",
+            "schedule.checkpoint_every_n_steps=1000",
+            "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    _wait_for(probe / "rank0.jsonl", 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out[-3000:]
+    assert "Stopped by SIGTERM" in out and "Traceback" not in out
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    stopped_at = ckpt["global_step"]
+    assert 3 <= stopped_at < 1000
+
+    resume = subprocess.run(
+        [*args[:3], *TINY, f"data.root={sample_root}", "resume=true", f"trainer.max_steps={stopped_at + 2}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resume.returncode == 0, resume.stdout[-2000:] + resume.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == stopped_at + 2
+
+
+def test_atomic_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+    with pytest.raises(Exception):  # noqa: B017 - any pickling failure
+        io.save_checkpoint({"step": 2, "bad": lambda: None}, path)
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_csv_logger_appends_on_resume(tmp_path: Path) -> None:
+    for step in (0, 1):
+        logger = CSVLogger(tmp_path, name="", version="csv")
+        logger.log_metrics({"train/loss": float(step)}, step=step)
+        logger.save()
+    assert _column(tmp_path, "train/loss") == [0.0, 1.0]
+
+
+def test_run_folders_are_unique_and_resume_picks_the_latest(tmp_path: Path, sample_root: Path) -> None:
+    dirs = {OmegaConf.select(_cfg(tmp_path, sample_root), "hydra.run.dir") for _ in range(3)}
+    assert len(dirs) == 3  # composed within the same second, still three folders
+    runs = tmp_path / "runs"
+    for name in ("old", "new", "empty"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+    (runs / "old" / "checkpoints" / "last.ckpt").write_bytes(b"0")
+    time.sleep(0.01)
+    (runs / "new" / "checkpoints" / "last.ckpt").write_bytes(b"1")
+    assert latest_run(runs) == (runs / "new", runs / "new" / "checkpoints" / "last.ckpt")
+    assert latest_run(runs, exclude=runs / "new")[0] == runs / "old"
+    assert run_checkpoint(runs / "empty") is None
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        latest_run(tmp_path / "nothing")
