@@ -24,8 +24,8 @@ def _ranks(probe_dir: Path) -> dict[int, list[dict]]:
 def test_ddp_spawn_ranks_share_sigma_and_lr(train_cfg, tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     cfg = train_cfg("trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_steps=4",
-                    "schedule.lr_milestones=[2]", "+callbacks.probe._target_=tests.probes.RankProbe",
-                    f"+callbacks.probe.out_dir={probe}")
+                    "optimizer.lr=1e-4", "schedule.lr_milestones=[2]",
+                    "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}")
     metrics = train(cfg)
     ranks = _ranks(probe)
     assert sorted(ranks) == [0, 1]
@@ -116,7 +116,8 @@ def _inspect_wandb_run(run_dir: Path) -> dict:
 def test_sweep_and_launcher_configs_compose(train_cfg) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    cfg = train_cfg("hparams_search=pspl_optuna", "hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=2")
+    cfg = train_cfg("hparams_search=pspl_optuna", "hydra/launcher=slurm", "trainer=ddp",
+                    "trainer.num_nodes=2")
     sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
     assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"loss.alpha", "loss.beta", "loss.max_weight"}
