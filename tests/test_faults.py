@@ -154,3 +154,14 @@ def test_run_folders_are_unique_and_resume_picks_the_latest(tmp_path: Path, samp
     assert run_checkpoint(runs / "empty") is None
     with pytest.raises(FileNotFoundError, match="no run folder"):
         latest_run(tmp_path / "nothing")
+
+
+def test_slurm_jobs_keep_one_folder_across_ranks_and_requeues(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pspl_lightning.cli.hydra_setup import run_id
+
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    assert run_id() == run_id() == "slurm-4242-0"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert run_id() != run_id()  # outside SLURM: time + random suffix

@@ -5,6 +5,7 @@ from __future__ import annotations
 import netrc
 import os
 import secrets
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -39,14 +40,28 @@ def project_root() -> str:
     return os.environ.get("PSPL_ROOT") or os.getcwd()
 
 
+def run_id() -> str:
+    """The run folder's name: ``slurm-<job>[_<array task>]-<step>`` under SLURM, so that every rank of a
+    job (each started by srun) and the job requeued after preemption share one folder; otherwise the
+    start time plus a random suffix (unique even for runs started in the same second)."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{job}" + (f"_{task}" if task else "") + f"-{os.environ.get('SLURM_STEP_ID', '0')}"
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
 def register_resolvers() -> None:
     """``${pspl_uid:}``: a random 6-hex suffix, fixed per config (unique run folders within a second);
     ``${pspl_wandb_offline:}``: see :func:`wandb_offline`; ``${pspl_root:}``: see :func:`project_root`
-    (usable where Hydra's own ``${hydra:...}`` is not, such as the sweep folder)."""
+    (usable where Hydra's own ``${hydra:...}`` is not, such as the sweep folder); ``${pspl_run_id:}``: see
+    :func:`run_id`."""
     if not OmegaConf.has_resolver("pspl_uid"):
         OmegaConf.register_new_resolver("pspl_uid", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("pspl_wandb_offline"):
         OmegaConf.register_new_resolver("pspl_wandb_offline", wandb_offline)
+    if not OmegaConf.has_resolver("pspl_run_id"):
+        OmegaConf.register_new_resolver("pspl_run_id", run_id, use_cache=True)
     if not OmegaConf.has_resolver("pspl_root"):
         OmegaConf.register_new_resolver("pspl_root", project_root, use_cache=True)
 
