@@ -46,6 +46,7 @@ from pspl_lightning.module import SRModule  # noqa: E402
 
 STAMPS: list[tuple[float, float]] = []  # (wall, process CPU) time at the end of each step, from StepTimer
 TINY = ["model.n_resblocks=1", "model.n_feats=8"]
+AUTOCAST = {"bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16}  # 16-mixed would also need a GradScaler
 
 
 class StepTimer(Callback):
@@ -132,6 +133,8 @@ def run_manual(overrides: list[str], steps: int, num_samples: int,
     opt = instantiate(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.schedule.lr_milestones), cfg.schedule.lr_gamma)
     net.train()
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))  # as Lightning applies it
+    autocast_dtype = AUTOCAST.get(str(cfg.trainer.precision))
     stamps: list[tuple[float, float]] = []
     step = 0
     while step < steps:
@@ -140,7 +143,8 @@ def run_manual(overrides: list[str], steps: int, num_samples: int,
             if isinstance(loss_fn, PSPLLoss):
                 loss_fn.set_step(step)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(lr), hr)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                loss = loss_fn(net(lr), hr)
             loss.backward()
             opt.step()
             sched.step()
