@@ -17,22 +17,38 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss or weight; the message names the step and the value."""
 
 
-class PreemptionCheckpoint(Callback):
-    """On SIGTERM (cluster preemption, ``scancel``, ``kill``) save ``last.ckpt`` at the step boundary.
+class LastCheckpoint(Callback):
+    """Keeps ``checkpoints/last.ckpt`` current: every ``every_n_steps`` steps, after every validation, and
+    when SIGTERM arrives (cluster preemption, ``scancel``, ``kill``).
 
-    Lightning notices the signal, lets the current step finish and then raises ``SIGTERMException``;
-    this saves first, so ``resume=true`` continues from the interrupted step. (SLURM's SIGUSR1 before
-    the time limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
+    Lightning's ``ModelCheckpoint(save_last=True)`` skips ``last`` after a validation that did not improve
+    the monitored metric and saves it once more after ``on_train_end``, when weight averaging has already
+    copied the average into the network; this saves at step boundaries only, so ``resume`` always finds
+    the raw weights of the latest step. On SIGTERM Lightning lets the current step finish and then raises
+    ``SIGTERMException``: the checkpoint is written first. (SLURM's SIGUSR1 before the time limit is handled
+    by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
     """
 
-    def __init__(self, dirpath: str | Path, filename: str = "last.ckpt") -> None:
-        self.path = Path(dirpath) / filename
+    def __init__(self, dirpath: str | Path, every_n_steps: int = 1000, filename: str = "last.ckpt") -> None:
+        self.path, self.every_n_steps = Path(dirpath) / filename, every_n_steps
+        self._saved_step: int | None = None
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if self._saved_step != trainer.global_step:
+            trainer.save_checkpoint(self.path)
+            self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.received_sigterm:
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+        elif self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._save(trainer)
 
 
 class NonFiniteWeightGuard(Callback):
