@@ -1,24 +1,32 @@
-"""Data: image I/O, MATLAB bicubic, decoded cache, patch datasets, DataModules and the built-in sample set."""
+"""Data: image I/O, MATLAB bicubic, decoded cache, patch datasets, DataModules and the built-in sample set.
 
-from pspl_lightning.data.cache import DecodedCache
-from pspl_lightning.data.datamodule import (
-    DIV2KDataModule,
-    FolderDataModule,
-    PairedSRDataModule,
-    SampleDataModule,
-)
-from pspl_lightning.data.datasets import PairDataset, PatchDataset
-from pspl_lightning.data.imresize import imresize
+Names are imported on first use, so that tools needing only image I/O or the bicubic (``pspl-eval``,
+``pspl-upscale``) do not pay for importing Lightning through the DataModules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pspl_lightning.data.imresize import imresize  # eager: the name is also its submodule's
 from pspl_lightning.data.io import read_image
 
-__all__ = [
-    "DIV2KDataModule",
-    "DecodedCache",
-    "FolderDataModule",
-    "PairDataset",
-    "PairedSRDataModule",
-    "PatchDataset",
-    "SampleDataModule",
-    "imresize",
-    "read_image",
-]
+_LAZY = {
+    "DIV2KDataModule": "datamodule",
+    "FolderDataModule": "datamodule",
+    "PairedSRDataModule": "datamodule",
+    "SampleDataModule": "datamodule",
+    "DecodedCache": "cache",
+    "PairDataset": "datasets",
+    "PatchDataset": "datasets",
+}
+
+__all__ = ["DIV2KDataModule", "DecodedCache", "FolderDataModule", "PairDataset", "PairedSRDataModule",
+           "PatchDataset", "SampleDataModule", "imresize", "read_image"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
