@@ -6,44 +6,19 @@ References: numpy float64 (BT.601 Y written out here) and scikit-image's ``peak_
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from skimage import data as skdata
-from skimage.filters import gaussian
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from pspl_lightning.data.imresize import imresize
 from pspl_lightning.metrics import PSNR, SSIM, psnr_rgb, psnr_y, quantize, rgb_to_y, ssim_rgb, ssim_y
+from tests.degradations import degrade
 
 PHOTOS = {"astronaut": skdata.astronaut()[:256, 100:356], "chelsea": skdata.chelsea()[:200, :240],
           "coffee": skdata.coffee()[100:300, 200:440]}
-
-
-def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
-def _degrade(hr: np.ndarray, kind: str) -> np.ndarray:
-    """A float64 H x W x 3 "SR" image in roughly [0, 1] (not on the 8-bit grid, may leave [0, 1])."""
-    x = hr.astype(np.float64) / 255.0
-    if kind == "bicubic_x2":  # MATLAB-bicubic down then up: the classic SR baseline
-        return imresize(imresize(x, 0.5), 2.0)
-    if kind == "bicubic_x4":
-        return imresize(imresize(x, 0.25), 4.0)
-    if kind == "jpeg":
-        return _jpeg(hr, 25).astype(np.float64) / 255.0
-    if kind == "noise":  # values outside [0, 1] exercise the clamp
-        return x + np.random.default_rng(0).normal(0, 12 / 255, x.shape)
-    if kind == "blur":
-        return gaussian(x, sigma=1.2, channel_axis=2)
-    raise ValueError(kind)
 
 
 def _ref_quantize(x: np.ndarray) -> np.ndarray:
@@ -58,14 +33,14 @@ def _t(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(x)).permute(2, 0, 1)[None]
 
 
-CASES = [(p, k, c) for p in PHOTOS for k, c in (("bicubic_x2", 2), ("bicubic_x4", 4), ("jpeg", 0),
-                                              ("noise", 3), ("blur", 2))]
+CASES = [(p, k, c) for p in PHOTOS for k, c in (("bicubic_x2", 2), ("bicubic_x4", 4), ("jpeg25", 0),
+                                              ("noise_clip", 3), ("blur", 2))]
 
 
 @pytest.mark.parametrize(("photo", "kind", "crop"), CASES)
 def test_y_metrics_match_numpy_and_skimage(photo: str, kind: str, crop: int) -> None:
     hr = PHOTOS[photo]
-    sr = _degrade(hr, kind).astype(np.float32)  # what a network gives; the reference sees the same values
+    sr = degrade(hr, kind).astype(np.float32)  # what a network gives; the reference sees the same values
     sl = (slice(crop, -crop), slice(crop, -crop)) if crop else (slice(None), slice(None))
     sr_y, hr_y = _ref_y(_ref_quantize(sr.astype(np.float64)))[sl], _ref_y(hr.astype(np.float64) / 255.0)[sl]
     ref_psnr = 10 * math.log10(255.0**2 / np.mean((sr_y - hr_y) ** 2))
@@ -81,10 +56,10 @@ def test_y_metrics_match_numpy_and_skimage(photo: str, kind: str, crop: int) -> 
     assert 5 < ref_psnr < 60 and 0.1 < ref_ssim < 1  # a real degradation, not a trivial case
 
 
-@pytest.mark.parametrize("kind", ["bicubic_x2", "jpeg", "noise"])
+@pytest.mark.parametrize("kind", ["bicubic_x2", "jpeg25", "noise_clip"])
 def test_rgb_metrics_match_skimage(kind: str) -> None:
     hr = PHOTOS["coffee"]
-    sr8 = np.round(np.clip(_degrade(hr, kind), 0, 1) * 255).astype(np.uint8)
+    sr8 = np.round(np.clip(degrade(hr, kind), 0, 1) * 255).astype(np.uint8)
     c = 2
     ref_psnr = peak_signal_noise_ratio(hr[c:-c, c:-c], sr8[c:-c, c:-c], data_range=255)
     ref_ssim = structural_similarity(hr[c:-c, c:-c].astype(np.float64), sr8[c:-c, c:-c].astype(np.float64),
@@ -115,7 +90,7 @@ def test_sr_is_rounded_to_8_bit_and_clamped() -> None:
 
 def test_batches_give_per_image_values() -> None:
     hrs = torch.stack([_t(PHOTOS[p][:128, :128])[0] for p in PHOTOS])
-    srs = torch.stack([_t(_degrade(PHOTOS[p][:128, :128], "blur"))[0] for p in PHOTOS]).float()
+    srs = torch.stack([_t(degrade(PHOTOS[p][:128, :128], "blur"))[0] for p in PHOTOS]).float()
     batch = psnr_y(srs, hrs, 2)
     assert batch.shape == (3,)
     for i in range(3):
@@ -125,7 +100,7 @@ def test_batches_give_per_image_values() -> None:
 
 
 def test_metric_classes_accumulate_sums_and_counts() -> None:
-    pairs = [(_t(_degrade(PHOTOS[p], k)).float(), _t(PHOTOS[p])) for p in PHOTOS for k in ("jpeg", "blur")]
+    pairs = [(_t(degrade(PHOTOS[p], k)).float(), _t(PHOTOS[p])) for p in PHOTOS for k in ("jpeg25", "blur")]
     psnr_m, ssim_m = PSNR(crop_border=2), SSIM(crop_border=2)
     with pytest.warns(UserWarning, match="before the ``update``"):
         assert math.isnan(psnr_m.compute().item())
@@ -142,7 +117,7 @@ def test_metric_classes_accumulate_sums_and_counts() -> None:
 
 
 def test_rgb_metric_class() -> None:
-    sr, hr = _t(_degrade(PHOTOS["coffee"], "jpeg")).float(), _t(PHOTOS["coffee"])
+    sr, hr = _t(degrade(PHOTOS["coffee"], "jpeg25")).float(), _t(PHOTOS["coffee"])
     m = PSNR(crop_border=3, y_channel=False)
     m.update(sr, hr)
     assert m.compute().item() == pytest.approx(psnr_rgb(sr, hr, 3).item(), abs=1e-12)
