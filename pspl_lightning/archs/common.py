@@ -74,6 +74,32 @@ class Upsampler(nn.Sequential):
         super().__init__(*layers)
 
 
+class ResidualSR(nn.Module):
+    """The EDSR-family skeleton: mean shift, conv head, ``blocks`` + conv under a global skip, sub-pixel tail.
+
+    EDSR and RCAN differ only in their blocks; the attribute names match the published checkpoints.
+    """
+
+    scale_dependent: tuple[str, ...] = ("tail.",)  # weights a warm start from another scale must skip
+
+    def __init__(self, scale: int, blocks: list[nn.Module], n_feats: int, n_colors: int = 3,
+                 rgb_range: float = 1.0) -> None:
+        super().__init__()
+        if scale not in (2, 3, 4):
+            raise ValueError(f"{type(self).__name__} supports model.scale 2, 3 or 4, got {scale}")
+        self.scale = scale
+        self.sub_mean = MeanShift(rgb_range, sign=-1)
+        self.add_mean = MeanShift(rgb_range, sign=1)
+        self.head = nn.Conv2d(n_colors, n_feats, 3, padding=1)
+        self.body = nn.Sequential(*blocks, nn.Conv2d(n_feats, n_feats, 3, padding=1))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, n_colors, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.head(self.sub_mean(x))
+        x = x + self.body(x)
+        return self.add_mean(self.tail(x))
+
+
 class BicubicUpsample(nn.Module):
     """MATLAB ``imresize(x, scale, 'bicubic')`` on B x C x H x W tensors (the input of VDSR and SRCNN).
 

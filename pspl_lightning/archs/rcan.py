@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pspl_lightning.archs.common import MeanShift, Upsampler
+from pspl_lightning.archs.common import ResidualSR
 
 
 class ChannelAttention(nn.Module):
@@ -55,31 +55,14 @@ class ResidualGroup(nn.Module):
         return x + self.body(x)
 
 
-class RCAN(nn.Module):
+class RCAN(ResidualSR):
     """RCAN on RGB in [0, 1]; defaults are the paper's (10 groups x 20 blocks, 64 features, reduction 16,
     about 15.4M parameters at x2)."""
-
-    scale_dependent: tuple[str, ...] = ("tail.",)
 
     def __init__(self, scale: int = 2, n_resgroups: int = 10, n_resblocks: int = 20, n_feats: int = 64,
                  reduction: int = 16, res_scale: float = 1.0, n_colors: int = 3,
                  rgb_range: float = 1.0) -> None:
-        super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"RCAN supports model.scale 2, 3 or 4, got {scale}")
         if n_feats % reduction:
             raise ValueError(f"RCAN model.n_feats={n_feats} must be divisible by model.reduction={reduction}")
-        self.scale = scale
-        self.sub_mean = MeanShift(rgb_range, sign=-1)
-        self.add_mean = MeanShift(rgb_range, sign=1)
-        self.head = nn.Conv2d(n_colors, n_feats, 3, padding=1)
-        self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, n_resblocks, reduction, res_scale) for _ in range(n_resgroups)],
-            nn.Conv2d(n_feats, n_feats, 3, padding=1),
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, n_colors, 3, padding=1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.head(self.sub_mean(x))
-        x = x + self.body(x)
-        return self.add_mean(self.tail(x))
+        blocks = [ResidualGroup(n_feats, n_resblocks, reduction, res_scale) for _ in range(n_resgroups)]
+        super().__init__(scale, blocks, n_feats, n_colors, rgb_range)
