@@ -75,7 +75,9 @@ def test_global_layers_make_tiling_approximate() -> None:
     assert receptive_radius(net) is None
     loaded = LoadedNetwork(net, 2, {"_target_": "pspl_lightning.archs.RCAN"}, Path("rcan.pth"))
     with pytest.raises(ValueError, match="see the whole image.*set tile_overlap explicitly"):
-        Upscaler(loaded, tile=16)
+        Upscaler(loaded, tile=16)(LR)  # LR is larger than a tile
+    untiled = Upscaler(loaded)(LR)
+    torch.testing.assert_close(Upscaler(loaded, tile=512)(LR), untiled)  # fits in one tile: no tiling needed
     assert Upscaler(loaded, tile=16, tile_overlap=8)(LR).shape == (1, 3, 82, 106)
 
 

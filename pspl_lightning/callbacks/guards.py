@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("pspl_lightning")
 
@@ -25,8 +26,8 @@ class LastCheckpoint(Callback):
     the monitored metric and saves it once more after ``on_train_end``, when weight averaging has already
     copied the average into the network; this saves at step boundaries only, so ``resume`` always finds
     the raw weights of the latest step. On SIGTERM Lightning lets the current step finish and then raises
-    ``SIGTERMException``: the checkpoint is written first. (SLURM's SIGUSR1 before the time limit is handled
-    by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
+    ``SIGTERMException`` on every rank: the checkpoint is written then. (SLURM's SIGUSR1 before the time
+    limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
     """
 
     def __init__(self, dirpath: str | Path, every_n_steps: int = 1000, filename: str = "last.ckpt") -> None:
@@ -34,21 +35,27 @@ class LastCheckpoint(Callback):
         self._saved_step: int | None = None
 
     def _save(self, trainer: L.Trainer) -> None:
-        if self._saved_step != trainer.global_step:
-            trainer.save_checkpoint(self.path)
-            self._saved_step = trainer.global_step
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if trainer.received_sigterm:
-            self._save(trainer)
-            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
-        elif self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step % self.every_n_steps == 0 and self._saved_step != step:
             self._save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Always: this validation's results (best score, loop progress) belong in the checkpoint.
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._save(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                     exception: BaseException) -> None:
+        # Lightning broadcasts SIGTERM to every rank and raises this on all of them at the same step, so
+        # the collective save below cannot deadlock; it also covers a signal that arrives mid-validation.
+        if isinstance(exception, SIGTERMException):
+            self._save(trainer)
+            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
 class NonFiniteWeightGuard(Callback):

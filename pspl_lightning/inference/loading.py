@@ -79,7 +79,8 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | 
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state_dict")
     if "pspl_config" in obj:  # a pspl-train Lightning checkpoint
         run = obj["pspl_config"]
-        state = {k[4:]: v for k, v in obj.get("state_dict", {}).items() if k.startswith("net.")}
+        state = {k[4:].replace("_orig_mod.", ""): v for k, v in obj.get("state_dict", {}).items()
+                 if k.startswith("net.")}  # _orig_mod.: trained with fast.compile=true
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
         model = dict(run.get("model") or {})
@@ -94,7 +95,7 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | 
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
         raise WeightsError(f"{path} holds no tensors: not a state_dict or checkpoint")
-    for prefix in ("module.", "net."):
+    for prefix in ("module.", "net.", "_orig_mod."):
         state = _strip_prefix(state, prefix)
     return state, None, None
 

@@ -36,18 +36,21 @@ class Upscaler:
         self.tile, self.self_ensemble = tile, self_ensemble
         if tile is not None and tile_overlap is None:
             tile_overlap = receptive_radius(self.net)
-            if tile_overlap is None:
-                raise ValueError(
-                    f"{loaded.describe()} has layers that see the whole image, so tiles cannot reproduce the "
-                    f"untiled output; set tile_overlap explicitly to accept approximate tiling, or tile=null"
-                )
-            log.info("tile_overlap = %d LR pixels (receptive radius of %s)", tile_overlap, loaded.describe())
+            if tile_overlap is not None:
+                log.info("tile_overlap = %d LR pixels (receptive radius of %s)", tile_overlap,
+                         loaded.describe())
         self.tile_overlap = tile_overlap
 
     def _forward(self, lr: Tensor) -> Tensor:
-        if self.tile is None:
+        if self.tile is None or max(lr.shape[-2:]) <= self.tile:
             return self.net(lr)
-        return tiled_forward(self.net, lr, self.scale, self.tile, int(self.tile_overlap or 0))
+        if self.tile_overlap is None:
+            raise ValueError(
+                f"{self.loaded.describe()} has layers that see the whole image, so tiles cannot reproduce "
+                f"the untiled output of this {lr.shape[-1]}x{lr.shape[-2]} image; set tile_overlap "
+                f"explicitly to accept approximate tiling, or tile=null"
+            )
+        return tiled_forward(self.net, lr, self.scale, self.tile, int(self.tile_overlap))
 
     @torch.no_grad()
     def __call__(self, lr: Tensor) -> Tensor:
