@@ -84,10 +84,13 @@ class SRModule(L.LightningModule):
             f"(on_nonfinite=skip skips such batches instead)"
         )
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        lr, hr = self.to_float(batch)
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        if len(batch) == 3:  # padding that evens out the ranks' validation shards: not scored
+            return
+        lr = self.to_float(batch[:1])[0]
         sr = self.net(lr)
-        self.val_metrics[self.val_set_names[dataloader_idx]].update(sr.float(), hr)
+        # HR as stored (uint8): the metrics read it exactly, as pspl-eval does
+        self.val_metrics[self.val_set_names[dataloader_idx]].update(sr.float(), batch[1])
 
     def on_validation_epoch_end(self) -> None:
         values: dict[str, float] = {}

@@ -46,8 +46,21 @@ def test_shards_cover_every_item_once() -> None:
     from pspl_lightning.data.sampling import ShardSampler
 
     shards = [list(ShardSampler(7, r, 3)) for r in range(3)]
-    assert shards == [[0, 3, 6], [1, 4], [2, 5]]
-    assert [len(ShardSampler(7, r, 3)) for r in range(3)] == [3, 2, 2]
+    assert shards == [[0, 3, 6], [1, 4, -1], [2, 5, -1]]  # equal lengths: no rank waits for the others
+    assert [len(ShardSampler(7, r, 3)) for r in range(3)] == [3, 3, 3]
+    assert list(ShardSampler(2, 2, 3)) == [-1]  # more ranks than images
+
+
+def test_padding_items_are_marked() -> None:
+    import numpy as np
+
+    from pspl_lightning.data.datasets import PairDataset
+
+    img = np.zeros((4, 4, 3), dtype=np.uint8)
+    ds = PairDataset([(img, img)])
+    assert len(ds[0]) == 2
+    *_, keep = ds[-1]
+    assert not keep
 
 
 def test_patches_depend_on_sample_seed_only() -> None:

@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from hydra.utils import instantiate
 
 from pspl_lightning.cli.train import train
+from pspl_lightning.metrics import psnr_y
+from pspl_lightning.module import SRModule
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -133,3 +137,24 @@ def test_optuna_search_runs_on_cpu(sample_root: Path, tmp_path: Path) -> None:
     results = next((tmp_path / "outputs" / "train" / "multiruns").glob("*/optimization_results.yaml"))
     text = results.read_text()
     assert "best_params" in text and "loss.alpha" in text and "best_value" in text
+
+
+@pytest.mark.slow
+def test_more_ranks_than_validation_images_does_not_hang(train_cfg) -> None:
+    """3 ranks, 2 validation images: the idle rank runs a padding batch that is not scored."""
+    cfg = train_cfg("trainer=ddp_cpu", "trainer.devices=3", "trainer.strategy=ddp_spawn",
+                    "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=2")
+    metrics = train(cfg)
+    assert metrics["global_step"] == 2
+    # the synced value is the mean over the 2 images, each counted once, of the final weights
+    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    net = instantiate({k: v for k, v in ckpt["pspl_config"]["model"].items() if k != "init_from"})
+    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("validate")
+    with torch.no_grad():
+        scores = [psnr_y(net(SRModule.to_float((lr,))[0]).float(), hr, 2).item()
+                  for lr, hr in dm.val_dataloader()[0]]
+    assert len(scores) == 2
+    assert metrics["val/psnr_y"] == pytest.approx(sum(scores) / 2, abs=1e-6)

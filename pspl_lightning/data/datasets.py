@@ -113,6 +113,7 @@ class PairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        lr, hr = self.pairs[index]
-        return _to_chw(lr), _to_chw(hr)
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        """``(lr, hr)``; for a padding index (< 0) ``(lr, hr, False)`` of image 0, not to be scored."""
+        lr, hr = self.pairs[max(index, 0)]
+        return (_to_chw(lr), _to_chw(hr)) if index >= 0 else (_to_chw(lr), _to_chw(hr), torch.tensor(False))

@@ -64,14 +64,23 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
             yield int(items[i]), int(seeds[i])
 
 
+PADDING = -1  # the index a shard is padded with: a batch to run through the loop but not to score
+
+
 class ShardSampler(Sampler[int]):
-    """Indices ``rank, rank + world_size, ...`` of ``range(num_items)``: disjoint shards, no padding."""
+    """Indices ``rank, rank + world_size, ...`` of ``range(num_items)``: disjoint shards, no duplicates.
+
+    Every rank gets ``ceil(num_items / world_size)`` entries (Lightning's loops and the metric sync need
+    the same number of batches on every rank, or a rank with fewer waits forever); the missing ones are
+    :data:`PADDING`, which the dataset marks and the module does not score.
+    """
 
     def __init__(self, num_items: int, rank: int = 0, world_size: int = 1) -> None:
         self.num_items, self.rank, self.world_size = num_items, rank, world_size
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.num_items, self.world_size))
+        return -(-self.num_items // self.world_size)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.num_items, self.world_size))
+        end = len(self) * self.world_size
+        return iter(i if i < self.num_items else PADDING for i in range(self.rank, end, self.world_size))
