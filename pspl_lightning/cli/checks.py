@@ -87,6 +87,12 @@ def check_train_config(cfg: DictConfig) -> None:
             f"schedule.lr_milestones {late} are at or beyond trainer.max_steps={max_steps}: they would "
             f"never apply; lower them or raise the step count"
         )
+    init_from = OmegaConf.select(cfg, "model.init_from", default=None)
+    if init_from is not None and not (cfg.get("resume") or cfg.get("ckpt_path")):
+        if str(init_from).startswith("???"):
+            raise ConfigError(f"model.init_from is required by this experiment: {str(init_from)[3:].strip()}")
+        if not Path(str(init_from)).is_file():
+            raise ConfigError(f"model.init_from={init_from}: no such checkpoint or weights file")
     root = cfg.data.get("root")
     is_sample = str(cfg.data.get("_target_", "")).endswith("SampleDataModule")  # built on first use
     if root is not None and not is_sample and not Path(str(root)).is_dir():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import netrc
 import os
 import secrets
@@ -55,13 +56,15 @@ def register_resolvers() -> None:
     """``${pspl_uid:}``: a random 6-hex suffix, fixed per config (unique run folders within a second);
     ``${pspl_wandb_offline:}``: see :func:`wandb_offline`; ``${pspl_root:}``: see :func:`project_root`
     (usable where Hydra's own ``${hydra:...}`` is not, such as the sweep folder); ``${pspl_run_id:}``: see
-    :func:`run_id`."""
+    :func:`run_id`; ``${pspl_mul:a,b}``: the integer product (an HR patch = LR patch x scale)."""
     if not OmegaConf.has_resolver("pspl_uid"):
         OmegaConf.register_new_resolver("pspl_uid", lambda: secrets.token_hex(3), use_cache=True)
     if not OmegaConf.has_resolver("pspl_wandb_offline"):
         OmegaConf.register_new_resolver("pspl_wandb_offline", wandb_offline)
     if not OmegaConf.has_resolver("pspl_run_id"):
         OmegaConf.register_new_resolver("pspl_run_id", run_id, use_cache=True)
+    if not OmegaConf.has_resolver("pspl_mul"):
+        OmegaConf.register_new_resolver("pspl_mul", lambda *xs: math.prod(int(x) for x in xs))
     if not OmegaConf.has_resolver("pspl_root"):
         OmegaConf.register_new_resolver("pspl_root", project_root, use_cache=True)
 

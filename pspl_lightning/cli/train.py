@@ -78,12 +78,15 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
             for k in cfg if k != "hydra"}
 
 
-def build_network(cfg: DictConfig) -> torch.nn.Module:
-    """Instantiate ``cfg.model``; warm-start from ``model.init_from`` and apply ``cfg.fast`` options."""
+def build_network(cfg: DictConfig, warm_start: bool = True) -> torch.nn.Module:
+    """Instantiate ``cfg.model``; warm-start from ``model.init_from`` and apply ``cfg.fast`` options.
+
+    ``warm_start=False`` (a resumed run, whose checkpoint holds the weights) skips ``init_from``.
+    """
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model_cfg.pop("init_from", None)
     net = instantiate(model_cfg)
-    if cfg.model.get("init_from"):
+    if warm_start and cfg.model.get("init_from"):
         from pspl_lightning.archs.warm_start import load_matching_weights
 
         load_matching_weights(net, cfg.model.init_from)
@@ -156,7 +159,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    net = build_network(cfg)
+    net = build_network(cfg, warm_start=ckpt_path is None)
     module = SRModule(
         net=net,
         loss=instantiate(cfg.loss),
