@@ -165,3 +165,15 @@ def test_slurm_jobs_keep_one_folder_across_ranks_and_requeues(monkeypatch: pytes
     assert run_id() == run_id() == "slurm-4242-0"
     monkeypatch.delenv("SLURM_JOB_ID")
     assert run_id() != run_id()  # outside SLURM: time + random suffix
+
+
+def test_a_reused_folder_continues_only_its_own_run(sample_root: Path, tmp_path: Path) -> None:
+    from pspl_lightning.cli.checks import ConfigError
+    from pspl_lightning.cli.train import resolve_resume
+
+    train(_cfg(tmp_path, sample_root, "trainer.max_steps=2"))
+    same = _cfg(tmp_path, sample_root, "trainer.max_steps=4")  # same folder, same run, longer: continues
+    assert resolve_resume(same) == str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    other = _cfg(tmp_path, sample_root, "loss=l1")
+    with pytest.raises(ConfigError, match=r"holds a checkpoint of another run \(loss was"):
+        resolve_resume(other)

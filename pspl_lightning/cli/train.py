@@ -114,6 +114,7 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     if not resume:
         own = run_checkpoint(output_dir)
         if own is not None:
+            _check_same_run(cfg, own)
             log.warning("%s already holds %s: continuing that run (requeued job)", output_dir, own)
         return str(own) if own else None
     if resume is True:
@@ -130,6 +131,23 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     _resume_wandb_run(cfg, run)
     log.info("Resuming %s from %s", run, ckpt)
     return str(ckpt)
+
+
+_SAME_RUN_KEYS = ("model", "loss", "optimizer", "schedule", "seed", "data.scale", "data.patch_size",
+                  "data.batch_size")
+
+
+def _check_same_run(cfg: DictConfig, ckpt: Path) -> None:
+    """Refuse to continue a folder's checkpoint that another configuration wrote (a reused run folder)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("pspl_config") or {}
+    current = resolved_config(cfg)
+    for key in _SAME_RUN_KEYS:
+        old, new = (OmegaConf.select(OmegaConf.create(c), key, default=None) for c in (saved, current))
+        if old is not None and old != new:
+            raise ConfigError(
+                f"{cfg.paths.output_dir} holds a checkpoint of another run ({key} was {old}, now {new}); "
+                f"start in a new folder (hydra.run.dir=...) or continue it with resume=<folder>"
+            )
 
 
 def _resume_wandb_run(cfg: DictConfig, run: Path) -> None:
@@ -197,18 +215,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
+    failure: tuple[str, int] | None = None
     try:
         metrics = train(cfg)
     except ConfigError as exc:
-        log.error("Invalid configuration: %s", exc)
-        sys.exit(2)
+        failure = (f"Invalid configuration: {exc}", 2)
     except TrainingDiverged as exc:
-        log.error("Training stopped: %s", exc)
-        sys.exit(3)
+        failure = (f"Training stopped: {exc}", 3)
     except SIGTERMException:
-        log.warning("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true")
-        sys.exit(143)
-    return metrics.get("val/psnr_y")  # the objective a Hydra sweeper (Optuna) maximises
+        failure = ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true", 143)
+    if failure is None:
+        return metrics.get("val/psnr_y")  # the objective a Hydra sweeper (Optuna) maximises
+    log.error(failure[0])
+    if _hydra_runtime()[0]:  # in a sweep, one failed job must not end the others: NaN marks it failed
+        return float("nan")
+    sys.exit(failure[1])
 
 
 def main() -> None:
