@@ -38,9 +38,12 @@ def _net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
 
 
-def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Path) -> None:
-    common = ["trainer.val_check_interval=4", "schedule.lr_milestones=[6]", "loss.step_unit=4",
-              "optimizer.lr=1e-3", "data.repeat=1", "trainer.max_steps=8"]  # epochs of 1 batch of 4 patches
+@pytest.mark.parametrize(("accumulate", "repeat"), [(1, 1), (2, 2)])
+def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Path, accumulate: int,
+                                                 repeat: int) -> None:
+    common = ["schedule.lr_milestones=[6]", "loss.step_unit=4",
+              "optimizer.lr=1e-3", f"data.repeat={repeat}", "trainer.max_steps=8",  # epochs of 1 step
+              f"trainer.accumulate_grad_batches={accumulate}", f"trainer.val_check_interval={4 * accumulate}"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)
     first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.probes.StopAt",

@@ -78,3 +78,10 @@ def test_patches_depend_on_sample_seed_only() -> None:
     assert not (a[1][0] == a[1][1]).all()
     single = ds[(0, 11)]
     assert (single[1] == a[1][0]).all()
+
+
+def test_epochs_hold_whole_optimizer_steps_under_accumulation() -> None:
+    s = ResumableRandomSampler(22, batch_size=2, batches_multiple_of=3)  # 11 batches -> 9 (3 steps of 3)
+    assert s.batches_per_epoch == 9 and len(s) == 18
+    with pytest.raises(ValueError, match="accumulate_grad_batches=12"):
+        ResumableRandomSampler(22, batch_size=2, batches_multiple_of=12)

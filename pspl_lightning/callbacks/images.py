@@ -37,6 +37,7 @@ class ImagePanelLogger(Callback):
             raise ValueError(f"callbacks.image_panel.every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps, self.num_images = every_n_steps, num_images
         self.save_dir = Path(save_dir) if save_dir else None
+        self._logged_step: int | None = None
 
     @torch.no_grad()
     def panel(self, pl_module: L.LightningModule, batch: Any) -> tuple[np.ndarray, str]:
@@ -62,8 +63,9 @@ class ImagePanelLogger(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step
-        if not trainer.is_global_zero or step % self.every_n_steps != 0:
-            return
+        if not trainer.is_global_zero or step % self.every_n_steps != 0 or step == self._logged_step:
+            return  # (with gradient accumulation several batches end at one step)
+        self._logged_step = step
         image, caption = self.panel(pl_module, batch)
         for lg in trainer.loggers:
             if hasattr(lg, "log_image"):

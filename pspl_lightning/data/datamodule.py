@@ -134,8 +134,9 @@ class PairedSRDataModule(L.LightningDataModule):
         trainer runs with ``use_distributed_sampler=False`` so that Lightning keeps this sampler."""
         dataset = self.train_dataset()
         rank, world = self._rank_world()
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
         sampler = ResumableRandomSampler(len(dataset), self.batch_size, self.seed, rank, world,
-                                         position_fn=self._batches_consumed)
+                                         position_fn=self._batches_consumed, batches_multiple_of=accumulate)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, pin_memory=self._pin(), collate_fn=collate_patches,
                           persistent_workers=self.persistent_workers and self.num_workers > 0)

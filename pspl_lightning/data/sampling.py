@@ -23,10 +23,11 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
     ``position_fn`` returns how many batches of this rank the run has consumed so far (for example
     ``global_step * accumulate_grad_batches``); it is read when an iteration starts, so a resumed run
     continues mid-epoch where it stopped. Without it every iteration starts a new epoch from the top.
+    ``batches_multiple_of`` (the gradient accumulation) trims each epoch to whole optimizer steps.
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 position_fn: Callable[[], int] | None = None) -> None:
+                 position_fn: Callable[[], int] | None = None, batches_multiple_of: int = 1) -> None:
         if num_items < world_size * batch_size:
             raise ValueError(
                 f"{num_items} training samples cannot fill one batch of {batch_size} on each of {world_size} "
@@ -36,7 +37,15 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size, self.position_fn = rank, world_size, position_fn
-        self.batches_per_epoch = num_items // world_size // batch_size
+        # A whole number of optimizer steps per epoch (gradient accumulation): no partial step at epoch
+        # ends, so ``global_step * accumulate`` is exactly the number of batches consumed.
+        per_rank = num_items // world_size // batch_size
+        self.batches_per_epoch = per_rank - per_rank % batches_multiple_of
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{num_items} training samples give {per_rank} batches of {batch_size} per rank, fewer than "
+                f"trainer.accumulate_grad_batches={batches_multiple_of}; raise data.repeat"
+            )
         self.epoch = 0
 
     def __len__(self) -> int:
