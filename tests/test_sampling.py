@@ -32,8 +32,9 @@ def test_resuming_from_a_position_continues_the_same_stream() -> None:
         s = ResumableRandomSampler(12, 4, seed=3)
         s.set_epoch(epoch)
         straight += list(s)
-    position["batches"] = 4  # 4 batches consumed: epoch 1, second batch
+    position["batches"] = 1  # resumed in epoch 1 after its first batch
     resumed = ResumableRandomSampler(12, 4, seed=3, position_fn=lambda: position["batches"])
+    resumed.set_epoch(1)
     assert list(resumed) == straight[16:24]
 
 

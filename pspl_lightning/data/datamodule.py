@@ -124,9 +124,11 @@ class PairedSRDataModule(L.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _batches_consumed(self) -> int:
-        """Training batches this rank has consumed so far: where a (resumed) epoch's stream starts."""
+        """Batches of the current epoch the trainer has completed: where a (resumed) epoch's stream starts.
+
+        Lightning restores this counter from the checkpoint, so it is right after a resume too."""
         trainer = self.trainer
-        return trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None else 0
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled patches from a :class:`ResumableRandomSampler`: one shard per DDP rank, and a stream

@@ -20,10 +20,10 @@ _SEED_STRIDE = 1_000_003  # mixes (seed, epoch) into one generator seed without 
 class ResumableRandomSampler(Sampler[tuple[int, int]]):
     """Yields ``(item index, sample seed)`` for one rank, ``num_items // world_size`` per epoch.
 
-    ``position_fn`` returns how many batches of this rank the run has consumed so far (for example
-    ``global_step * accumulate_grad_batches``); it is read when an iteration starts, so a resumed run
-    continues mid-epoch where it stopped. Without it every iteration starts a new epoch from the top.
-    ``batches_multiple_of`` (the gradient accumulation) trims each epoch to whole optimizer steps.
+    The epoch is the one the trainer sets with :meth:`set_epoch`; ``position_fn`` returns how many batches
+    of that epoch the trainer has already completed (0 for a fresh epoch, more when a run resumes
+    mid-epoch), read when an iteration starts. ``batches_multiple_of`` (the gradient accumulation) trims
+    each epoch to whole optimizer steps.
     """
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
@@ -52,7 +52,7 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         return self.batches_per_epoch * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at each epoch; used only when there is no ``position_fn``."""
+        """Called by Lightning before each epoch (and on resume, with the restored epoch)."""
         self.epoch = epoch
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,11 +64,8 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         return perm[take], seeds[take]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.position_fn is None:
-            epoch, offset = self.epoch, 0
-        else:
-            epoch, offset = divmod(int(self.position_fn()), self.batches_per_epoch)
-        items, seeds = self.epoch_order(epoch)
+        offset = 0 if self.position_fn is None else min(int(self.position_fn()), self.batches_per_epoch)
+        items, seeds = self.epoch_order(self.epoch)
         for i in range(offset * self.batch_size, len(self)):
             yield int(items[i]), int(seeds[i])
 
