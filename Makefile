@@ -11,7 +11,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0   # the CPU build; an unpinned torch pulls CUDA (GBs)
+	$(BIN)/python -m pip install -q torch==2.13.0   # first, pinned: a range lets pip pick a newer CUDA build (GBs)
 	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
 	touch $@
 

@@ -10,15 +10,15 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from pspl_lightning.atomic import atomic_path
+
 log = logging.getLogger("pspl_lightning")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write ``data`` as JSON through a temporary file and a rename: never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
 
 
 class FinalResults(Callback):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.cli.hydra_setup import config_dir, project_root
 from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
 from pspl_lightning.data.sample import make_lr
 
@@ -29,7 +28,7 @@ log = logging.getLogger("pspl_lightning")
 
 def prepare(overrides: list[str]) -> dict:
     """Compose the training config with ``overrides``, check its data and build the decoded cache."""
-    root = os.environ.get("PSPL_ROOT", os.getcwd())
+    root = project_root()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"paths.root_dir={root}", *overrides])
     dm = instantiate(cfg.data)

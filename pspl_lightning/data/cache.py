@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import resource
-import secrets
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pspl_lightning.atomic import atomic_path
 from pspl_lightning.data.io import read_image
 from pspl_lightning.data.sample import make_lr
 
@@ -56,13 +56,8 @@ def _read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(file)`` on a temporary file next to ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 class DecodedCache:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pspl_lightning.atomic import atomic_path
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
@@ -58,10 +60,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def write_png(path: str | Path, img: np.ndarray) -> None:
     """Write an H x W x 3 uint8 array as PNG, atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(img).save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -22,6 +22,8 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from pspl_lightning.atomic import atomic_path
+
 FORMAT = "pspl-weights/1"
 _IGNORED_MODEL_KEYS = ("scale", "init_from", "_partial_", "_convert_", "_recursive_")
 
@@ -165,18 +167,17 @@ def export_weights(ckpt: str | Path, out: str | Path, overwrite: bool = False) -
         raise FileExistsError(f"{out} exists; not replaced (use --overwrite, or overwrite=True)")
     loaded = load_network(ckpt)
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     if out.suffix == ".safetensors":
         try:
             from safetensors.torch import save_file
         except ImportError:
             raise WeightsError("writing .safetensors needs the optional package: pip install safetensors; "
                                "or write a .pth file") from None
-        save_file(state, str(tmp), metadata={"format": FORMAT, "model": json.dumps(loaded.model_config),
-                                             "scale": str(loaded.scale)})
+        with atomic_path(out) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT, "model": json.dumps(loaded.model_config),
+                                                 "scale": str(loaded.scale)})
     else:
         payload = {"format": FORMAT, "model": loaded.model_config, "scale": loaded.scale, "state_dict": state}
-        torch.save(payload, tmp)
-    tmp.replace(out)
+        with atomic_path(out) as tmp:
+            torch.save(payload, tmp)
     return out
