@@ -123,6 +123,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_p
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stdout[-2000:] + resume.stderr[-2000:]
     assert json.loads((run / "metrics.json").read_text())["global_step"] == stopped_at + 2
+    (fresh,) = (p for p in run.parent.iterdir() if p != run)  # the resuming command's own Hydra folder
+    assert (fresh / "resumed_into.txt").read_text().strip() == str(run)
+    assert "Resuming" in (run / "train.log").read_text()  # the run's log goes on in its folder
 
 
 def test_atomic_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from matplotlib import colormaps
 
+from pspl_lightning.metrics.functional import to_uint8
+
 
 def heat_map(weights: torch.Tensor, max_weight: float) -> np.ndarray:
     """Mean-over-channels weight map (H x W) as an inferno-coloured H x W x 3 uint8 image, 0..max_weight."""
@@ -19,9 +21,9 @@ def heat_map(weights: torch.Tensor, max_weight: float) -> np.ndarray:
     return (colormaps["inferno"](norm)[..., :3] * 255).round().astype(np.uint8)
 
 
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """C x H x W float in [0, 1] -> H x W x C uint8."""
-    return img.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+def to_hwc_uint8(img: torch.Tensor) -> np.ndarray:
+    """C x H x W float in [0, 1] -> H x W x C uint8 (as a saved PNG)."""
+    return to_uint8(img.detach()).permute(1, 2, 0).cpu().numpy()
 
 
 class ImagePanelLogger(Callback):
@@ -53,7 +55,7 @@ class ImagePanelLogger(Callback):
         weights = getattr(loss, "last_weights", None)
         rows = []
         for i in range(lr.shape[0]):
-            cols = [to_uint8(lr_up[i]), to_uint8(sr[i]), to_uint8(hr[i])]
+            cols = [to_hwc_uint8(lr_up[i]), to_hwc_uint8(sr[i]), to_hwc_uint8(hr[i])]
             if weights is not None and weights.shape[0] > i:
                 cols.append(heat_map(weights[i], getattr(loss, "max_weight", 1.0)))
             rows.append(np.concatenate(cols, axis=1))

@@ -126,6 +126,12 @@ def resolve_resume(cfg: DictConfig) -> str | None:
         run, ckpt = Path(str(resume)), run_checkpoint(Path(str(resume)))
         if ckpt is None:
             raise ConfigError(f"resume={resume}: no checkpoints/last.ckpt in that folder")
+    if run.resolve() != output_dir.resolve():  # this invocation's own folder keeps its command line only
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "resumed_into.txt").write_text(f"{run}\n")
+        handler = logging.FileHandler(run / "train.log")  # the resumed run's log continues in its folder
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        logging.getLogger().addHandler(handler)
     with open_dict(cfg):
         cfg.paths.output_dir = str(run)
     _resume_wandb_run(cfg, run)

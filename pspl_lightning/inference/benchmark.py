@@ -14,6 +14,7 @@ from pspl_lightning.data.io import write_png
 from pspl_lightning.data.pairs import load_pair
 from pspl_lightning.inference.upscaler import Upscaler
 from pspl_lightning.metrics import psnr_y, ssim_y
+from pspl_lightning.metrics.functional import to_uint8
 
 
 @dataclass
@@ -55,7 +56,7 @@ def evaluate_set(
         scores.append(ImageScore(set_name, scale, hr_path.stem, float(psnr_y(sr, hr_t, scale)[0]),
                                  float(ssim_y(sr, hr_t, scale)[0])))
         if save_dir is not None:
-            sr8 = sr[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            sr8 = to_uint8(sr[0]).permute(1, 2, 0).cpu().numpy()
             write_png(save_dir / f"{hr_path.stem}.png", sr8)
         if on_image is not None:
             on_image()

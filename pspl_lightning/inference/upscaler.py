@@ -11,6 +11,7 @@ from torch import Tensor
 from pspl_lightning.inference.ensemble import self_ensemble as ensemble_x8
 from pspl_lightning.inference.loading import LoadedNetwork
 from pspl_lightning.inference.tiling import receptive_radius, tiled_forward
+from pspl_lightning.metrics.functional import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -60,5 +61,5 @@ class Upscaler:
     def upscale_image(self, lr: np.ndarray) -> np.ndarray:
         """H x W x 3 uint8 -> (scale H) x (scale W) x 3 uint8, rounded to the nearest level."""
         x = torch.from_numpy(np.array(lr, copy=True, order="C")).permute(2, 0, 1)[None].float().div_(255.0)
-        sr = self(x)[0].clamp_(0, 1).mul_(255.0).round_().to(torch.uint8)
+        sr = to_uint8(self(x)[0])
         return sr.permute(1, 2, 0).cpu().numpy()

@@ -27,6 +27,11 @@ def quantize(img: Tensor) -> Tensor:
     return to_unit_double(img).clamp(0, 1).mul(255).round().div(255)
 
 
+def to_uint8(img: Tensor) -> Tensor:
+    """The 8-bit image a PNG of ``img`` holds (same layout, uint8), rounded exactly as :func:`quantize`."""
+    return quantize(img).mul_(255).round_().to(torch.uint8)
+
+
 def rgb_to_y(img: Tensor) -> Tensor:
     """BT.601 luma in 0..255 (B x 1 x H x W, float64) from RGB in [0, 1] (B x 3 x H x W)."""
     if img.dim() != 4 or img.shape[1] != 3:
