@@ -134,6 +134,6 @@ def test_compare_runs_reads_wandb_offline_runs(train_cfg: Callable[..., DictConf
     (curve,) = compare_runs.main([str(run), "--target", "0", "--out", str(out)])
     assert curve.source.suffix == ".wandb"
     assert curve.steps == [2, 4]
-    assert curve.values[-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-6)
+    assert curve.values[-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-5)  # loggers get float32
     assert curve.first_reach(0.0) == 2 and np.all(np.isfinite(curve.values))
     assert png_size(out)[0] >= 600
