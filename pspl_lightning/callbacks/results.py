@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from pspl_lightning.atomic import atomic_path
-
-log = logging.getLogger("pspl_lightning")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -50,8 +47,6 @@ class FinalResults(Callback):
         if not trainer.is_global_zero or not self.path.is_file():
             return
         results = json.loads(self.path.read_text())
-        summary = ", ".join(f"{k} = {v:.4f}" for k, v in results.items() if k.count("/") == 1)
-        log.info("Final validation at step %d: %s (in %s)", results["global_step"], summary, self.path)
         for lg in trainer.loggers:
             experiment = getattr(lg, "experiment", None)
             run_summary = getattr(experiment, "summary", None)

@@ -216,7 +216,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             lg.finalize(status)
         finish_wandb(failed=status != "success")
     metrics_file = output_dir / "metrics.json"
-    return json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    if not metrics_file.is_file():
+        return {}
+    metrics = json.loads(metrics_file.read_text())  # written by rank 0, also under ddp_spawn
+    summary = ", ".join(f"{k} = {v:.4f}" for k, v in metrics.items() if k.count("/") == 1)
+    log.info("Final validation at step %d: %s (in %s)", metrics["global_step"], summary, metrics_file)
+    return metrics
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
