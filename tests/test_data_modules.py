@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from pspl_lightning.data import DIV2KDataModule, FolderDataModule, SampleDataModule
-from pspl_lightning.data.benchmarks import load_benchmark_pairs
+from pspl_lightning.data.benchmarks import benchmark_files
 from pspl_lightning.data.io import ImageReadError, read_image, write_png
+from pspl_lightning.data.pairs import load_pair
 from pspl_lightning.data.sample import make_lr
 from pspl_lightning.data.synthetic import make_div2k_folder
 
@@ -97,10 +98,10 @@ def test_benchmark_val_sets(div2k: Path, benchmarks: Path, tmp_path: Path) -> No
     assert torch.equal(lr[0], torch.from_numpy(make_lr(img0, 2)).permute(2, 0, 1))
 
 
-def test_load_benchmark_pairs(benchmarks: Path) -> None:
-    pairs = load_benchmark_pairs(benchmarks / "Set5", 3)
-    assert [name for name, _, _ in pairs] == ["img0", "img1"]
-    _, lr, hr = pairs[0]
+def test_benchmark_pair_without_lr_is_made_by_matlab_bicubic(benchmarks: Path) -> None:
+    files = benchmark_files(benchmarks / "Set5", 3)
+    assert [hr.stem for _, hr in files] == ["img0", "img1"] and files[0][0] is None
+    lr, hr = load_pair(*files[0], 3)
     assert lr.shape == (11, 9, 3) and hr.shape == (33, 27, 3)
     np.testing.assert_array_equal(lr, make_lr(read_image(benchmarks / "Set5" / "img0.png"), 3))
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from pspl_lightning.data.io import list_images
 
 BENCHMARK_SETS = {
@@ -60,10 +58,3 @@ def benchmark_files(set_dir: str | Path, scale: int) -> list[tuple[Path | None, 
         pairs.append((next((c for c in candidates if c.is_file()), None), hr))
     return pairs
 
-
-def load_benchmark_pairs(set_dir: str | Path, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(image name, LR, HR) uint8 H x W x 3 for every image of a benchmark folder, HR cropped to ``scale x``
-    the LR size; a missing LR image is made from HR with MATLAB bicubic."""
-    from pspl_lightning.data.pairs import load_pair
-
-    return [(hr.stem, *load_pair(lr, hr, scale)) for lr, hr in benchmark_files(set_dir, scale)]
