@@ -158,3 +158,13 @@ def test_more_ranks_than_validation_images_does_not_hang(train_cfg) -> None:
                   for lr, hr in dm.val_dataloader()[0]]
     assert len(scores) == 2
     assert metrics["val/psnr_y"] == pytest.approx(sum(scores) / 2, abs=1e-6)
+
+
+def test_a_failing_sweep_job_does_not_end_the_sweep(sample_root: Path, tmp_path: Path) -> None:
+    overrides = [o for o in TINY if not o.startswith("logger=")]
+    proc = _cli(["-m", *overrides, f"data.root={sample_root}", "trainer.max_steps=2", "logger=none",
+                 "loss.beta=0", "loss.alpha=0,1"], tmp_path)  # job 0 has sigma = 0: rejected
+    assert "Invalid configuration" in proc.stdout + proc.stderr
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert not (sweep / "0" / "metrics.json").exists()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["global_step"] == 2
