@@ -1,21 +1,9 @@
-"""Pixel losses PSPL can weight: mean L1, mean squared error and Charbonnier."""
+"""The Charbonnier penalty, and the names of the base losses PSPL can weight (L1, MSE, Charbonnier)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
-
-
-def l1(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean absolute error."""
-    return (pred - target).abs().mean()
-
-
-def mse(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error."""
-    return (pred - target).square().mean()
 
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -23,8 +11,7 @@ def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     return torch.sqrt((pred - target).square() + eps * eps).mean()
 
 
-BASE_LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "l1": l1, "mse": mse, "charbonnier": charbonnier}
+BASE_LOSSES = ("l1", "mse", "charbonnier")  # what PSPLLoss(base=...) weights
 
 
 class CharbonnierLoss(nn.Module):

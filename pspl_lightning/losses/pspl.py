@@ -2,50 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses.base import BASE_LOSSES, charbonnier
 from pspl_lightning.losses.ssim import C1, C2, ssim_map
+from pspl_lightning.pace import check_pace, pace_sigma
 
 SSIM_MODES = ("official", "normalized")
-
-
-def pace_sigma(global_step: int, alpha: float, beta: float, step_unit: int) -> float:
-    """Gaussian width at optimizer step ``global_step`` (0-based): ``alpha * (step + 1) / step_unit + beta``.
-
-    The reference counts progress in 1-based "epochs" of ``step_unit`` iterations; a pure function of the
-    global step makes resumed runs follow the same pace.
-    """
-    return alpha * (global_step + 1) / step_unit + beta
-
-
-def check_pace(alpha: float, beta: float, step_unit: int, max_steps: int | None = None) -> None:
-    """Raise ``ValueError`` naming ``loss.alpha``/``loss.beta`` if sigma can be <= 0 within ``max_steps``.
-
-    Sigma is linear in the step, so checking the first and last step covers the whole run. Without
-    ``max_steps`` only the first step and the sign of the slope (a shrinking pace) are checked.
-    """
-    if step_unit <= 0:
-        raise ValueError(f"loss.step_unit must be a positive number of steps, got {step_unit}")
-    first = pace_sigma(0, alpha, beta, step_unit)
-    if max_steps is None or max_steps < 0:
-        last = first if alpha >= 0 else -math.inf
-        where = "eventually"
-    else:
-        last = pace_sigma(max(max_steps - 1, 0), alpha, beta, step_unit)
-        where = f"at step {max_steps - 1}"
-    if first <= 0 or last <= 0:
-        bad_at = "at step 0" if first <= 0 else where
-        raise ValueError(
-            f"PSPL sigma = loss.alpha * (step + 1) / loss.step_unit + loss.beta must stay > 0, but with "
-            f"loss.alpha={alpha}, loss.beta={beta}, loss.step_unit={step_unit} it is "
-            f"{first if first <= 0 else last:g} {bad_at} (the weight exp(-((ssim + 1) / sigma)^2) divides by "
-            f"sigma). Use loss.alpha > 0, or loss.beta > 0 for a fixed width."
-        )
 
 
 class PSPLLoss(nn.Module):
@@ -82,7 +47,7 @@ class PSPLLoss(nn.Module):
     ) -> None:
         super().__init__()
         if base not in BASE_LOSSES:
-            raise ValueError(f"loss.base must be one of {sorted(BASE_LOSSES)}, got {base!r}")
+            raise ValueError(f"loss.base must be one of {list(BASE_LOSSES)}, got {base!r}")
         if ssim_mode not in SSIM_MODES:
             raise ValueError(f"loss.ssim_mode must be one of {list(SSIM_MODES)}, got {ssim_mode!r}")
         if not max_weight > 0:
@@ -97,7 +62,6 @@ class PSPLLoss(nn.Module):
         self.base, self.ssim_mode, self.charbonnier_eps = base, ssim_mode, float(charbonnier_eps)
         self.ssim_dtype = getattr(torch, ssim_dtype)
         self.sigma: float | None = None
-        self.last_weights: Tensor | None = None
         self._filter: PaddedSeparableFilter | None = None  # buffers reused from step to step
 
     def sigma_at(self, global_step: int) -> float:
@@ -127,19 +91,24 @@ class PSPLLoss(nn.Module):
                          filt=self._filter)
             return s.add_(1.0).div_(sigma).square_().neg_().exp_().mul_(self.max_weight)
 
-    def forward(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> Tensor:
+    def loss_and_weights(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> tuple[Tensor, Tensor]:
+        """The loss and the detached weight map it used (for logging and the image panel)."""
         sigma = self.sigma if sigma is None else sigma
         if sigma is None:
             raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or add the PSPLPace callback to the "
                                "trainer")
         w = self.weight_map(sr, hr, sigma)
-        self.last_weights = w
         sr32, hr32 = sr.float(), hr.float()
         if self.base == "l1":  # |w sr - w hr| = w |sr - hr| since w >= 0: one product instead of two
-            return ((sr32 - hr32).abs() * w).mean()
-        if self.base == "mse":
-            return ((sr32 - hr32) * w).square().mean()
-        return charbonnier(sr32 * w, hr32 * w, self.charbonnier_eps)
+            loss = ((sr32 - hr32).abs() * w).mean()
+        elif self.base == "mse":
+            loss = ((sr32 - hr32) * w).square().mean()
+        else:
+            loss = charbonnier(sr32 * w, hr32 * w, self.charbonnier_eps)
+        return loss, w
+
+    def forward(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> Tensor:
+        return self.loss_and_weights(sr, hr, sigma)[0]
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, max_weight={self.max_weight}, "
