@@ -1,78 +1,115 @@
-"""The LightningModule: an SR network trained with any pixel loss (PSPL or plain), Adam and step-wise LR."""
+"""The LightningModule: an SR network trained with any pixel loss (PSPL or plain), built from configs."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics import MetricCollection
 
 from pspl_lightning.callbacks.guards import TrainingDiverged
+from pspl_lightning.callbacks.pace import PSPLPace
+from pspl_lightning.errors import ConfigError
+from pspl_lightning.fast_paths import prepare_network
+from pspl_lightning.losses.pspl import PSPLLoss
 from pspl_lightning.metrics import PSNR, SSIM
 
 log = logging.getLogger("pspl_lightning")
+
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.999]}
+NO_DECAY = {"_target_": "torch.optim.lr_scheduler.MultiStepLR", "_partial_": True, "milestones": []}
+
+
+def _plain(cfg: Any) -> Any:
+    """A config node as plain data (what a checkpoint stores and ``weights_only`` loading reads back)."""
+    return OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
 
 
 class SRModule(L.LightningModule):
     """Hosts ``net`` (LR -> SR, RGB in [0, 1]) and ``loss(sr, hr)``; validates PSNR/SSIM on Y per set.
 
-    ``optimizer`` builds the optimizer from the parameters (a Hydra ``_partial_``); the default is Adam
-    with lr 1e-4, betas (0.9, 0.999). The LR is multiplied by ``lr_gamma`` at each step in
-    ``lr_milestones`` (optimizer steps). ``run_config`` (the resolved run config) is stored in every
-    checkpoint so that evaluation tools can rebuild the network.
+    ``net``, ``loss``, ``optimizer`` and ``scheduler`` are configs with ``_target_`` (the optimizer and the
+    scheduler ``_partial_``: they get the parameters / the optimizer); they are saved as hyperparameters,
+    so ``SRModule.load_from_checkpoint(path)`` rebuilds the module alone. ``net`` and ``loss`` may also be
+    modules (then pass them again to ``load_from_checkpoint``). The scheduler steps every optimizer step.
+    ``net.init_from`` (a warm start file) is not a constructor argument of the network: the entry point
+    applies it. ``run_config`` (the resolved run config) is stored in every checkpoint as ``pspl_config``.
     """
 
     def __init__(
         self,
-        net: nn.Module,
-        loss: nn.Module,
+        net: Mapping[str, Any] | nn.Module,
+        loss: Mapping[str, Any] | nn.Module,
         scale: int,
-        optimizer: Callable[[Iterable[nn.Parameter]], Optimizer] | None = None,
-        lr_milestones: Sequence[int] = (),
-        lr_gamma: float = 0.5,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
         val_set_names: Sequence[str] = ("val",),
-        run_config: dict[str, Any] | None = None,
         on_nonfinite: str = "stop",
+        channels_last: bool = False,
+        compile: bool = False,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if on_nonfinite not in ("stop", "skip"):
-            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
-        self.on_nonfinite = on_nonfinite
-        self.net, self.loss, self.scale = net, loss, scale
-        self.optimizer_factory = optimizer
-        self.lr_milestones, self.lr_gamma = sorted(int(m) for m in lr_milestones), lr_gamma
+            raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: expected 'stop' or 'skip'")
+        net, loss = _plain(net), _plain(loss)
+        hparams = {"net": net, "loss": loss, "scale": int(scale), "optimizer": _plain(optimizer) or ADAM,
+                   "scheduler": _plain(scheduler) or NO_DECAY, "val_set_names": list(val_set_names),
+                   "on_nonfinite": on_nonfinite, "channels_last": channels_last, "compile": compile}
+        self.save_hyperparameters({k: v for k, v in hparams.items() if not isinstance(v, nn.Module)},
+                                  logger=False)  # loggers get the whole run config instead
+        if not isinstance(net, nn.Module):
+            net = instantiate({k: v for k, v in net.items() if k != "init_from"})
+        self.net = prepare_network(net, channels_last=channels_last, compile=compile)
+        self.loss = loss if isinstance(loss, nn.Module) else instantiate(loss)
+        self.scale, self.on_nonfinite = int(scale), on_nonfinite
         self.val_set_names = list(val_set_names)
         self.val_metrics = nn.ModuleDict({
             name: MetricCollection({"psnr_y": PSNR(crop_border=scale), "ssim_y": SSIM(crop_border=scale)})
             for name in self.val_set_names
         })
-        self.run_config = run_config
+        self.run_config = _plain(run_config)
         self.last_val_metrics: dict[str, float] = {}
+
+    @property
+    def plain_net(self) -> nn.Module:
+        """The network itself (``net`` may be a ``torch.compile`` wrapper sharing its parameters)."""
+        return getattr(self.net, "_orig_mod", self.net)
 
     def forward(self, lr: Tensor) -> Tensor:
         return self.net(lr)
+
+    def configure_callbacks(self) -> list[Callback]:
+        """A PSPL loss cannot work without its pace: the module attaches it, whatever the callbacks config."""
+        return [PSPLPace()] if isinstance(self.loss, PSPLLoss) else []
 
     @staticmethod
     def to_float(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """uint8 images (what the datasets yield: 4x fewer bytes to move) -> float in [0, 1], on device."""
         return tuple(t.float().div_(255.0) if t.dtype == torch.uint8 else t for t in batch)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor | None:
-        lr, hr = self.to_float(batch)
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+        lr, hr = self.to_float(batch[:2])
         sr = self.net(lr)
-        loss = self.loss(sr, hr)
+        if isinstance(self.loss, PSPLLoss):
+            loss, weights = self.loss.loss_and_weights(sr, hr)
+        else:
+            loss, weights = self.loss(sr, hr), None
         # Agreed across ranks (a rank that skipped alone would hang DDP); one host sync per step.
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             return self._non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
         with torch.no_grad():  # plain L1 as a yardstick comparable across losses
             self.log("train/l1", (sr.detach().float() - hr.float()).abs().mean())
-        return loss
+        # the callbacks (pace statistics, image panel) read the weight map from the step's outputs
+        return {"loss": loss} if weights is None else {"loss": loss, "weights": weights}
 
     def _non_finite(self, loss: Tensor) -> None:
         message = f"non-finite training loss {float(loss)} at step {self.global_step}"
@@ -108,11 +145,8 @@ class SRModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.net.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999))
-        else:
-            optimizer = self.optimizer_factory(params)
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, self.lr_milestones, self.lr_gamma)
+        optimizer = instantiate(self.hparams.optimizer)(params)
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

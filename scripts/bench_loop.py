@@ -39,8 +39,9 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
+from pspl_lightning.cli.build import build_module  # noqa: E402
 from pspl_lightning.cli.hydra_setup import config_dir  # noqa: E402
-from pspl_lightning.cli.train import build_network, train  # noqa: E402
+from pspl_lightning.cli.train import train  # noqa: E402
 from pspl_lightning.losses import PSPLLoss  # noqa: E402
 from pspl_lightning.module import SRModule  # noqa: E402
 
@@ -128,7 +129,7 @@ def run_manual(overrides: list[str], steps: int, num_samples: int,
         cfg = compose_train(overrides, Path(tmp))
     L.seed_everything(cfg.seed, workers=True)
     data = instantiate(memory_data(cfg, num_samples))
-    net = build_network(cfg).to(device)
+    net = build_module(cfg).net.to(device)
     loss_fn = instantiate(cfg.loss).to(device)
     opt = instantiate(cfg.optimizer)([p for p in net.parameters() if p.requires_grad])
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.schedule.lr_milestones), cfg.schedule.lr_gamma)

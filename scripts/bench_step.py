@@ -28,8 +28,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from pspl_lightning.cli.build import build_module
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.cli.train import build_network
 from pspl_lightning.losses import PSPLLoss
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -78,7 +78,7 @@ def train_step(cfg: DictConfig, device: torch.device, batch: int, lr_patch: int,
                precision: str) -> Callable[[], None]:
     """One optimizer step of ``cfg.model`` trained with ``cfg.loss`` on a fixed random batch."""
     torch.manual_seed(0)
-    net = build_network(cfg).to(device)
+    net = build_module(cfg).net.to(device)
     loss_fn = instantiate(cfg.loss).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     scale = int(cfg.data.scale)

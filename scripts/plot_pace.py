@@ -23,9 +23,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from pspl_lightning.data.imresize import imresize  # noqa: E402
 from pspl_lightning.data.io import read_image  # noqa: E402
-from pspl_lightning.data.sample import make_lr, modcrop  # noqa: E402
+from pspl_lightning.imresize import (  # noqa: E402
+    imresize,  # noqa: E402
+    make_lr,
+    modcrop,
+)
 from pspl_lightning.losses import PSPLLoss  # noqa: E402
 
 DEFAULT_STEPS = (249, 499, 999, 1999, 3999)  # sigma 0.25, 0.5, 1, 2, 4 with the reference pace

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from skimage.filters import gaussian
 
-from pspl_lightning.data.imresize import imresize
+from pspl_lightning.imresize import imresize
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:

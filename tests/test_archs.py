@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from pspl_lightning.archs import EDSR, RCAN, RDN, SRCNN, VDSR, MSRResNet, TinySR
 from pspl_lightning.cli.train import train
-from pspl_lightning.data.imresize import imresize
+from pspl_lightning.imresize import imresize
 
 
 def n_params(net: torch.nn.Module) -> int:

@@ -14,7 +14,7 @@ from pspl_lightning.data import cache as cache_mod
 from pspl_lightning.data.cache import CacheItem, DecodedCache, MappedPairs
 from pspl_lightning.data.io import ImageReadError, write_png
 from pspl_lightning.data.pairs import mapped_pairs
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 
 
 def _images(folder: Path, n: int = 3, shape: tuple[int, int] = (40, 52)) -> list[tuple[Path, np.ndarray]]:

@@ -11,8 +11,8 @@ import pytest
 
 from pspl_lightning.cli.data import main
 from pspl_lightning.data.io import read_image, write_png
-from pspl_lightning.data.sample import make_lr
 from pspl_lightning.data.synthetic import make_div2k_folder
+from pspl_lightning.imresize import make_lr
 
 REPO = Path(__file__).resolve().parents[1]
 

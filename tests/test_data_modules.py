@@ -14,8 +14,8 @@ from pspl_lightning.data import DIV2KDataModule, FolderDataModule, SampleDataMod
 from pspl_lightning.data.benchmarks import benchmark_files
 from pspl_lightning.data.io import ImageReadError, read_image, write_png
 from pspl_lightning.data.pairs import load_pair
-from pspl_lightning.data.sample import make_lr
 from pspl_lightning.data.synthetic import make_div2k_folder
+from pspl_lightning.imresize import make_lr
 
 SMALL = dict(patch_size=16, batch_size=2, progress=False)
 

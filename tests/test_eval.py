@@ -23,7 +23,7 @@ from pspl_lightning.archs import EDSR
 from pspl_lightning.cli.eval import evaluate, main
 from pspl_lightning.cli.train import train
 from pspl_lightning.data.io import read_image, write_png
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 from pspl_lightning.inference import WeightsError
 from pspl_lightning.inference.loading import FORMAT
 

@@ -12,10 +12,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from pspl_lightning.cli.checks import check_train_config
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.cli.train import build_network, train
+from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError
 
 try:
     from tests.conftest import compose_config
@@ -34,6 +36,14 @@ PRESETS = [f"{net}_x{s}_{loss}" for net in NETWORKS for s in (2, 3, 4) for loss 
 
 def test_the_preset_set() -> None:
     assert sorted(p.stem for p in EXPERIMENTS.glob("*.yaml")) == sorted(PRESETS)
+
+
+@pytest.mark.parametrize("scale", [3, 4])
+def test_a_preset_at_another_scale_keeps_the_recipes_lr_patch(scale: int, tmp_path: Path) -> None:
+    """experiment=<x2 preset> data.scale=s trains on LR patches of 48 (HR 48 x s), as the recipe says."""
+    overrides = ["experiment=edsr_baseline_x2_pspl", f"data.scale={scale}"]
+    cfg = compose_config("train", overrides + ([] if DATA == "div2k" else ["data=sample"]), tmp_path)
+    assert cfg.data.patch_size // cfg.data.scale == 48 and cfg.model.scale == scale
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -58,10 +68,10 @@ def test_preset_composes_with_the_recipe(name: str, tmp_path: Path) -> None:
     if scale == 2:
         assert cfg.model.init_from is None
     else:  # x3/x4 start from the x2 weights: the key must be given (or set to null on purpose)
-        assert cfg.model.init_from.startswith("??? set model.init_from=<x2 run folder>/checkpoints/last.ckpt")
-        with pytest.raises(ValueError, match=r"model.init_from is required by this experiment: set "
-                                             r"model.init_from=<x2 run folder>/checkpoints/last.ckpt"):
-            build_network(cfg)
+        assert OmegaConf.is_missing(cfg, "x2_weights")  # Hydra's ???, read through model.init_from
+        with pytest.raises(ConfigError, match=r"model.init_from is required by this experiment: set "
+                                              r"model.init_from=<x2 run folder>/checkpoints/last.ckpt"):
+            check_train_config(cfg)
         given = compose_config("train", [*overrides, "model.init_from=/runs/x2/last.ckpt"], tmp_path)
         assert given.model.init_from == "/runs/x2/last.ckpt"
 

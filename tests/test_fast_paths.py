@@ -11,9 +11,10 @@ import pytest
 import torch
 from skimage import data as skdata
 
-from pspl_lightning.cli.train import build_network, train
-from pspl_lightning.data.imresize import imresize
+from pspl_lightning.cli.build import build_module
+from pspl_lightning.cli.train import train
 from pspl_lightning.fast_paths import prepare_network
+from pspl_lightning.imresize import imresize
 from pspl_lightning.losses import PSPLLoss
 
 
@@ -30,7 +31,7 @@ def test_training_runs_with_precision(train_cfg, precision: str) -> None:
 
 def test_training_runs_with_channels_last(train_cfg) -> None:
     cfg = train_cfg("fast.channels_last=true", "trainer.max_steps=3", "trainer.val_check_interval=3")
-    net = build_network(cfg)
+    net = build_module(cfg).net
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     _finite_metrics(train(cfg))

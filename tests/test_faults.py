@@ -16,8 +16,10 @@ import torch
 from omegaconf import OmegaConf
 
 from pspl_lightning.callbacks.guards import TrainingDiverged
-from pspl_lightning.checkpointing import AtomicCheckpointIO, latest_run, run_checkpoint
+from pspl_lightning.checkpointing import AtomicCheckpointIO
+from pspl_lightning.cli.run_folder import latest_run, run_checkpoint
 from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.loggers import CSVLogger
 from tests.conftest import TINY, compose_config
 
@@ -158,7 +160,7 @@ def test_run_folders_are_unique_and_resume_picks_the_latest(tmp_path: Path, samp
     assert latest_run(runs) == (runs / "new", runs / "new" / "checkpoints" / "last.ckpt")
     assert latest_run(runs, exclude=runs / "new")[0] == runs / "old"
     assert run_checkpoint(runs / "empty") is None
-    with pytest.raises(FileNotFoundError, match="no run folder"):
+    with pytest.raises(ConfigError, match="no run folder"):
         latest_run(tmp_path / "nothing")
 
 
@@ -174,8 +176,7 @@ def test_slurm_jobs_keep_one_folder_across_ranks_and_requeues(monkeypatch: pytes
 
 
 def test_a_reused_folder_continues_only_its_own_run(sample_root: Path, tmp_path: Path) -> None:
-    from pspl_lightning.cli.checks import ConfigError
-    from pspl_lightning.cli.train import resolve_resume
+    from pspl_lightning.cli.run_folder import resolve_resume
 
     train(_cfg(tmp_path, sample_root, "trainer.max_steps=2"))
     same = _cfg(tmp_path, sample_root, "trainer.max_steps=4")  # same folder, same run, longer: continues

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pspl_lightning.data.imresize import imresize
-from pspl_lightning.data.sample import make_lr, modcrop
+from pspl_lightning.imresize import imresize, make_lr, modcrop
 
 
 def keys_a_half(x: float) -> float:

@@ -25,7 +25,7 @@ def _make_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
     from skimage import data as skdata
 
     from pspl_lightning.archs import EDSR
-    from pspl_lightning.data.sample import make_lr
+    from pspl_lightning.imresize import make_lr
 
     hrs = [skdata.chelsea()[:96, :120], skdata.coffee()[:64, :96], skdata.astronaut()[:80, :80],
            skdata.rocket()[:72, :104], skdata.immunohistochemistry()[:64, :64]]

@@ -18,7 +18,7 @@ from pspl_lightning.archs import EDSR
 from pspl_lightning.data.datamodule import PairedSRDataModule
 from pspl_lightning.data.datasets import PairDataset
 from pspl_lightning.data.io import write_png
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 from pspl_lightning.metrics import psnr_y, ssim_y
 from pspl_lightning.module import SRModule
 

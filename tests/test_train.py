@@ -62,3 +62,12 @@ def test_loss_is_instantiated_from_config(train_cfg) -> None:
     loss = instantiate(train_cfg("loss=pspl_normalized", "loss.max_weight=3").loss)
     assert isinstance(loss, PSPLLoss)
     assert (loss.ssim_mode, loss.max_weight, loss.step_unit) == ("normalized", 3.0, 10)
+
+
+def test_pspl_module_attaches_its_own_pace(train_cfg) -> None:
+    """loss=pspl needs no entry in the callbacks group: SRModule.configure_callbacks adds the pace."""
+    cfg = train_cfg("trainer.max_steps=3", "callbacks=ema")
+    assert not any("Pace" in str(entry.get("_target_", "")) for entry in cfg.callbacks.values() if entry)
+    train(cfg)
+    sigmas = _train_rows(Path(cfg.paths.output_dir), "pspl/sigma")
+    assert sigmas == pytest.approx([(g + 1) / cfg.loss.step_unit for g in range(3)], abs=1e-6)

@@ -12,9 +12,11 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from pspl_lightning.archs import EDSR, RCAN, VDSR
-from pspl_lightning.archs.warm_start import load_matching_weights, read_weights
-from pspl_lightning.cli.train import build_network, train
+from pspl_lightning.cli.build import build_module
+from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.loading import FORMAT
+from pspl_lightning.inference.warm_start import load_matching_weights, read_weights
 
 SMALL = {"n_resblocks": 1, "n_feats": 8}
 
@@ -34,7 +36,7 @@ def test_x3_from_x2_lightning_checkpoint(x2_checkpoint: Path, caplog: pytest.Log
     torch.manual_seed(1)
     net = EDSR(3, **SMALL)
     tail_before = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("tail.")}
-    with caplog.at_level(logging.INFO, logger="pspl_lightning.archs.warm_start"):
+    with caplog.at_level(logging.INFO, logger="pspl_lightning.inference.warm_start"):
         report = load_matching_weights(net, x2_checkpoint)
     state = net.state_dict()
     body_keys = [k for k in state if not k.startswith("tail.")]
@@ -69,7 +71,7 @@ def test_x3_run_from_x2_through_the_config(x2_checkpoint: Path, train_cfg: Calla
                     "trainer.max_steps=2", "trainer.val_check_interval=2", "schedule.lr_milestones=[]")
     with open_dict(cfg):
         cfg.paths.output_dir = str(x2_checkpoint.parent / "run_x3")
-    net = build_network(cfg)
+    net = build_module(cfg).net
     torch.testing.assert_close(net.head.weight, source["net.head.weight"], rtol=0, atol=0)
     assert net.tail[0][0].weight.shape[0] == 9 * 8
     metrics = train(cfg)
@@ -88,7 +90,7 @@ def test_bare_state_dict_loads_by_shape(tmp_path: Path, caplog: pytest.LogCaptur
     """A bare state dict records no scale: x2 -> x4 keeps every tensor whose shape matches (the first x2
     stage of the x4 upsampler and the last conv), unless the caller names the source scale."""
     state, path = _bare_x2_state(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="pspl_lightning.archs.warm_start"):
+    with caplog.at_level(logging.WARNING, logger="pspl_lightning.inference.warm_start"):
         report = load_matching_weights(EDSR(4, **SMALL), path)
     assert report.source_scale is None
     assert "tail.0.0.weight" in report.loaded and "tail.1.weight" in report.loaded
@@ -106,8 +108,8 @@ def test_exported_weights_file(tmp_path: Path) -> None:
     path = tmp_path / "exported.pth"
     model = {"_target_": "pspl_lightning.archs.EDSR", "n_resblocks": 1, "n_feats": 8, "res_scale": 1.0}
     torch.save({"format": FORMAT, "model": model, "scale": 2, "state_dict": state}, path)
-    loaded, scale, network = read_weights(path)
-    assert (scale, network) == (2, "EDSR") and sorted(loaded) == sorted(state)
+    stored = read_weights(path)
+    assert (stored.scale, stored.network) == (2, "EDSR") and sorted(stored.state) == sorted(state)
     report = load_matching_weights(EDSR(3, **SMALL), path)
     assert report.source_scale == 2
     assert sorted(report.skipped) == sorted(k for k in state if k.startswith("tail."))
@@ -137,7 +139,7 @@ def test_scale_free_networks_transfer_everything(tmp_path: Path) -> None:
 
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.ckpt"
-    with pytest.raises(FileNotFoundError, match=f"no such checkpoint or weights file: {missing}"):
+    with pytest.raises(ConfigError, match=f"no such checkpoint or weights file: {missing}"):
         load_matching_weights(EDSR(2, **SMALL), missing)
 
 

@@ -1,7 +1,7 @@
 """SR networks: plain ``nn.Module`` classes built from configs through ``_target_``.
 
 Networks whose upsampler depends on the scale list it in ``scale_dependent`` (state-dict key prefixes),
-which :func:`pspl_lightning.archs.warm_start.load_matching_weights` skips across scales.
+which :func:`pspl_lightning.inference.warm_start.load_matching_weights` skips across scales.
 """
 
 from pspl_lightning.archs.edsr import EDSR

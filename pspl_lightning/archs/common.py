@@ -8,7 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pspl_lightning.data.imresize import resize_matrix
+from pspl_lightning.errors import ConfigError
+from pspl_lightning.imresize import resize_matrix
 
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 COLOR_MODES = ("rgb", "y")
@@ -44,13 +45,20 @@ class ResBlock(nn.Module):
         return x + self.body(x) * self.res_scale if self.res_scale != 1 else x + self.body(x)
 
 
+SCALES = (2, 3, 4)  # what the sub-pixel upsamplers are built for (and the DIV2K LR folders hold)
+
+
+def check_scale(scale: int, network: str = "the network") -> None:
+    """The one scale check of the project: raise :class:`ConfigError` unless ``scale`` is 2, 3 or 4."""
+    if scale not in SCALES:
+        raise ConfigError(f"{network} supports model.scale 2, 3 or 4, got {scale} (model.scale follows "
+                          f"data.scale by default)")
+
+
 def upsample_stages(scale: int) -> list[int]:
-    """Pixel-shuffle factors of an upsampler: one stage for x2 and x3, x2 stages for powers of two."""
-    if scale in (2, 3):
-        return [scale]
-    if scale > 0 and scale & (scale - 1) == 0:
-        return [2] * (scale.bit_length() - 1)
-    raise ValueError(f"model.scale must be 2, 3 or a power of two, got {scale}")
+    """Pixel-shuffle factors of an upsampler: one stage for x2 and x3, two x2 stages for x4."""
+    check_scale(scale)
+    return [scale] if scale in (2, 3) else [2, 2]
 
 
 class Upsampler(nn.Sequential):
@@ -85,8 +93,7 @@ class ResidualSR(nn.Module):
     def __init__(self, scale: int, blocks: list[nn.Module], n_feats: int, n_colors: int = 3,
                  rgb_range: float = 1.0) -> None:
         super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"{type(self).__name__} supports model.scale 2, 3 or 4, got {scale}")
+        check_scale(scale, type(self).__name__)
         self.scale = scale
         self.sub_mean = MeanShift(rgb_range, sign=-1)
         self.add_mean = MeanShift(rgb_range, sign=1)
@@ -103,7 +110,7 @@ class ResidualSR(nn.Module):
 class BicubicUpsample(nn.Module):
     """MATLAB ``imresize(x, scale, 'bicubic')`` on B x C x H x W tensors (the input of VDSR and SRCNN).
 
-    Uses the dense per-axis matrices of :func:`pspl_lightning.data.imresize.resize_matrix` (the data
+    Uses the dense per-axis matrices of :func:`pspl_lightning.imresize.resize_matrix` (the data
     pipeline's MATLAB-exact resize) as two matrix products; torch's own bicubic uses a = -0.75 and gives
     other pixels. The cost (O(H) per output pixel) is far below that of the networks that follow.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pspl_lightning.archs.common import Upsampler
+from pspl_lightning.archs.common import Upsampler, check_scale
 
 
 class DenseLayer(nn.Module):
@@ -41,8 +41,7 @@ class RDN(nn.Module):
     def __init__(self, scale: int = 2, n_feats: int = 64, n_blocks: int = 16, n_layers: int = 8,
                  growth: int = 64, n_colors: int = 3) -> None:
         super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"RDN supports model.scale 2, 3 or 4, got {scale}")
+        check_scale(scale, "RDN")
         self.scale = scale
         self.sfe1 = nn.Conv2d(n_colors, n_feats, 3, padding=1)
         self.sfe2 = nn.Conv2d(n_feats, n_feats, 3, padding=1)

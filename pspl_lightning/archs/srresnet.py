@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pspl_lightning.archs.common import ResBlock, Upsampler, init_kaiming
+from pspl_lightning.archs.common import ResBlock, Upsampler, check_scale, init_kaiming
 
 
 def _lrelu() -> nn.Module:
@@ -20,8 +20,7 @@ class MSRResNet(nn.Module):
 
     def __init__(self, scale: int = 4, n_resblocks: int = 16, n_feats: int = 64, n_colors: int = 3) -> None:
         super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"MSRResNet supports model.scale 2, 3 or 4, got {scale}")
+        check_scale(scale, "MSRResNet")
         self.scale = scale
         self.head = nn.Sequential(nn.Conv2d(n_colors, n_feats, 3, padding=1), _lrelu())
         self.body = nn.Sequential(*[ResBlock(n_feats) for _ in range(n_resblocks)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pspl_lightning.archs.common import BicubicUpsample, Upsampler
+from pspl_lightning.archs.common import BicubicUpsample, Upsampler, check_scale
 
 
 class TinySR(nn.Module):
@@ -15,8 +15,7 @@ class TinySR(nn.Module):
 
     def __init__(self, scale: int = 2, n_feats: int = 16, n_layers: int = 2, n_colors: int = 3) -> None:
         super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"TinySR supports model.scale 2, 3 or 4, got {scale}")
+        check_scale(scale, "TinySR")
         self.scale = scale
         layers: list[nn.Module] = []
         for i in range(n_layers):

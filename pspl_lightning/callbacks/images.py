@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from matplotlib import colormaps
 
+from pspl_lightning.callbacks.pace import step_weights
 from pspl_lightning.metrics.functional import to_uint8
 
 
@@ -42,8 +43,10 @@ class ImagePanelLogger(Callback):
         self._logged_step: int | None = None
 
     @torch.no_grad()
-    def panel(self, pl_module: L.LightningModule, batch: Any) -> tuple[np.ndarray, str]:
-        """The image grid for the first ``num_images`` samples of ``batch``, and its caption."""
+    def panel(self, pl_module: L.LightningModule, batch: Any,
+              weights: torch.Tensor | None = None) -> tuple[np.ndarray, str]:
+        """The image grid for the first ``num_images`` samples of ``batch`` (with the step's PSPL
+        ``weights`` when given), and its caption."""
         lr, hr = pl_module.to_float(batch)
         lr, hr = lr[: self.num_images], hr[: self.num_images]
         was_training = pl_module.training
@@ -51,13 +54,12 @@ class ImagePanelLogger(Callback):
         sr = pl_module.net(lr).float()
         pl_module.train(was_training)
         lr_up = F.interpolate(lr, size=hr.shape[-2:], mode="nearest")
-        loss = pl_module.loss
-        weights = getattr(loss, "last_weights", None)
+        max_weight = getattr(pl_module.loss, "max_weight", 1.0)
         rows = []
         for i in range(lr.shape[0]):
             cols = [to_hwc_uint8(lr_up[i]), to_hwc_uint8(sr[i]), to_hwc_uint8(hr[i])]
             if weights is not None and weights.shape[0] > i:
-                cols.append(heat_map(weights[i], getattr(loss, "max_weight", 1.0)))
+                cols.append(heat_map(weights[i], max_weight))
             rows.append(np.concatenate(cols, axis=1))
         caption = "LR | SR | HR | PSPL weight" if weights is not None else "LR | SR | HR"
         return np.concatenate(rows, axis=0), caption
@@ -68,7 +70,7 @@ class ImagePanelLogger(Callback):
         if not trainer.is_global_zero or step % self.every_n_steps != 0 or step == self._logged_step:
             return  # (with gradient accumulation several batches end at one step)
         self._logged_step = step
-        image, caption = self.panel(pl_module, batch)
+        image, caption = self.panel(pl_module, batch, step_weights(outputs))
         for lg in trainer.loggers:
             if hasattr(lg, "log_image"):
                 lg.log_image(key="train/panel", images=[image], caption=[caption], step=step)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from torch import Tensor
 
-from pspl_lightning.losses.pspl import PSPLLoss, check_pace
+from pspl_lightning.losses.pspl import PSPLLoss
+from pspl_lightning.pace import check_pace
 
 
 class PSPLPace(Callback):
     """Sets ``sigma = alpha * (global_step + 1) / step_unit + beta`` on ``pl_module.loss`` and logs it.
 
     Sigma is a pure function of the global step (identical on every rank, exact on resume). Also logs
-    the mean/min/max of the step's weight map. Does nothing when the module's loss is not PSPL.
+    the mean/min/max of the step's weight map, which the training step returns as ``outputs["weights"]``.
+    :class:`~pspl_lightning.module.SRModule` attaches this callback itself when its loss is PSPL.
     """
 
     def __init__(self, loss_attr: str = "loss") -> None:
@@ -42,7 +46,12 @@ class PSPLPace(Callback):
         if loss is None or loss.sigma is None:
             return
         pl_module.log("pspl/sigma", loss.sigma)
-        if loss.last_weights is not None:
-            w = loss.last_weights
+        w = step_weights(outputs)
+        if w is not None:
             pl_module.log_dict({"pspl/weight_mean": w.mean(), "pspl/weight_min": w.min(),
                                 "pspl/weight_max": w.max()})
+
+
+def step_weights(outputs: Any) -> Tensor | None:
+    """The PSPL weight map a training step returned (``outputs["weights"]``), or None."""
+    return outputs.get("weights") if isinstance(outputs, Mapping) else None

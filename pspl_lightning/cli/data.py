@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 
 from pspl_lightning.cli.hydra_setup import config_dir, project_root
 from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger("pspl_lightning")
 

@@ -1,6 +1,6 @@
-"""Data: image I/O, MATLAB bicubic, decoded cache, patch datasets, DataModules and the built-in sample set.
+"""Data: image I/O, decoded cache, patch datasets, DataModules and the built-in sample set.
 
-Names are imported on first use, so that tools needing only image I/O or the bicubic (``pspl-eval``,
+Names are imported on first use, so that tools needing only image I/O (``pspl-eval``,
 ``pspl-upscale``) do not pay for importing Lightning through the DataModules.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pspl_lightning.data.imresize import imresize  # eager: the name is also its submodule's
 from pspl_lightning.data.io import read_image
 
 _LAZY = {
@@ -23,7 +22,7 @@ _LAZY = {
 }
 
 __all__ = ["DIV2KDataModule", "DecodedCache", "FolderDataModule", "PairDataset", "PairedSRDataModule",
-           "PatchDataset", "SampleDataModule", "imresize", "read_image"]
+           "PatchDataset", "SampleDataModule", "read_image"]
 
 
 def __getattr__(name: str) -> Any:

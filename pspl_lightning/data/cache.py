@@ -24,7 +24,7 @@ import numpy as np
 
 from pspl_lightning.atomic import atomic_path
 from pspl_lightning.data.io import read_image
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger(__name__)
 
@@ -197,3 +197,16 @@ class MappedPairs(Sequence):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
         lr_path, hr_path, (lh, lw) = self.entries[index]
         return self._map(lr_path), self._map(hr_path)[: lh * self.scale, : lw * self.scale]
+
+
+class MappedImages(MappedPairs):
+    """Single uint8 images (HR only, for degradations made on the device) read through memory maps and
+    cropped to ``(height, width)``; mapped lazily in each process like :class:`MappedPairs`."""
+
+    def __init__(self, entries: Sequence[tuple[Path, tuple[int, int]]]) -> None:
+        super().__init__([], scale=1)
+        self.entries = list(entries)  # type: ignore[assignment]  # (.npy, (height, width))
+
+    def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
+        path, (h, w) = self.entries[index]
+        return self._map(path)[:h, :w]

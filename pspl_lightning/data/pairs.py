@@ -11,7 +11,7 @@ import numpy as np
 from pspl_lightning.data.cache import CacheItem, DecodedCache, MappedPairs
 from pspl_lightning.data.datasets import ImagePair
 from pspl_lightning.data.io import read_image
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 
 PathPair = tuple[Path | None, Path]  # (LR file or None, HR file)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from skimage import data as skdata
 
-from pspl_lightning.data.imresize import imresize
 from pspl_lightning.data.io import write_png
+from pspl_lightning.imresize import make_lr
 
 SAMPLE_TRAIN = (
     "astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "stereo_motorcycle",
@@ -23,17 +23,6 @@ SAMPLE_VAL = ("chelsea", "coffee")
 def _photo(name: str) -> np.ndarray:
     img = getattr(skdata, name)()
     return img[0] if isinstance(img, tuple) else img  # stereo_motorcycle returns (left, right, disparity)
-
-
-def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
-    """Crop H and W down to multiples of ``scale`` (never resize)."""
-    h, w = img.shape[:2]
-    return img[: h - h % scale, : w - w % scale]
-
-
-def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
-    """MATLAB-bicubic LR image of the modcropped HR image."""
-    return imresize(modcrop(hr, scale), 1.0 / scale)
 
 
 def build_sample_set(root: str | Path, scale: int) -> Path:

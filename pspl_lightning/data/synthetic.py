@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from pspl_lightning.data.io import write_png
-from pspl_lightning.data.sample import make_lr
+from pspl_lightning.imresize import make_lr
 
 
 def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:

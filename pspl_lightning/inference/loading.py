@@ -16,20 +16,37 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from pspl_lightning.atomic import atomic_path
+from pspl_lightning.errors import CheckpointError
 
 FORMAT = "pspl-weights/1"
 _IGNORED_MODEL_KEYS = ("scale", "init_from", "_partial_", "_convert_", "_recursive_")
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/AveragedModel wrappers
 
 
-class WeightsError(ValueError):
+class WeightsError(CheckpointError):
     """A weights file that cannot be used as asked; the message names the file and the mismatch."""
+
+
+class StoredWeights(NamedTuple):
+    """A file's network state dict (wrapper prefixes removed), and the model config and scale it records
+    (``None``: not recorded)."""
+
+    state: dict[str, Tensor]
+    model: dict[str, Any] | None
+    scale: int | None
+
+    @property
+    def network(self) -> str | None:
+        """The class name of the recorded network, e.g. ``EDSR``."""
+        target = (self.model or {}).get("_target_")
+        return str(target).rsplit(".", 1)[-1] if target else None
 
 
 def describe_model(model_cfg: dict[str, Any], scale: int | None = None) -> str:
@@ -63,9 +80,20 @@ def _strip_prefix(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return state
 
 
-def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None, int | None]:
-    """(network state_dict, model config or None, scale or None) from any accepted file."""
-    path = Path(path)
+def _unwrap(key: str) -> str:
+    for prefix in WRAPPER_PREFIXES:
+        key = key.removeprefix(prefix)
+    return key
+
+
+def read_weights(path: str | Path) -> StoredWeights:
+    """The one reader of weights files: (network state_dict, model config or None, scale or None) from any
+    accepted file, with torch.compile / DataParallel / AveragedModel prefixes removed."""
+    stored = _read_weights(Path(path))
+    return StoredWeights({_unwrap(k): v for k, v in stored.state.items()}, stored.model, stored.scale)
+
+
+def _read_weights(path: Path) -> StoredWeights:
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
@@ -81,15 +109,14 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | 
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state_dict")
     if "pspl_config" in obj:  # a pspl-train Lightning checkpoint
         run = obj["pspl_config"]
-        state = {k[4:].replace("_orig_mod.", ""): v for k, v in obj.get("state_dict", {}).items()
-                 if k.startswith("net.")}  # _orig_mod.: trained with fast.compile=true
+        state = {k[4:]: v for k, v in obj.get("state_dict", {}).items() if k.startswith("net.")}
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
         model = dict(run.get("model") or {})
         scale = run.get("data", {}).get("scale", model.get("scale"))
-        return state, model, int(scale) if scale is not None else None
+        return StoredWeights(state, model, int(scale) if scale is not None else None)
     if obj.get("format") == FORMAT:
-        return obj["state_dict"], dict(obj["model"]), int(obj["scale"])
+        return StoredWeights(obj["state_dict"], dict(obj["model"]), int(obj["scale"]))
     for key in ("state_dict", "params_ema", "params"):  # Lightning without our config, BasicSR
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -97,12 +124,10 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | 
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
         raise WeightsError(f"{path} holds no tensors: not a state_dict or checkpoint")
-    for prefix in ("module.", "net.", "_orig_mod."):
-        state = _strip_prefix(state, prefix)
-    return state, None, None
+    return StoredWeights(_strip_prefix(_strip_prefix(state, "module."), "net."), None, None)
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None, int | None]:
+def _read_safetensors(path: Path) -> StoredWeights:
     try:
         from safetensors import safe_open
     except ImportError:
@@ -113,7 +138,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | N
         state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
     model = json.loads(meta["model"]) if "model" in meta else None
     scale = int(meta["scale"]) if "scale" in meta else None
-    return state, model, scale
+    return StoredWeights(state, model, scale)
 
 
 def load_network(path: str | Path, model: dict[str, Any] | None = None, scale: int | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses.base import BASE_LOSSES, charbonnier
 from pspl_lightning.losses.ssim import C1, C2, ssim_map
@@ -46,16 +47,22 @@ class PSPLLoss(nn.Module):
         ssim_dtype: str | None = None,
     ) -> None:
         super().__init__()
+        for key, value in (("alpha", alpha), ("beta", beta), ("max_weight", max_weight)):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"loss.{key}={value!r} is not allowed: expected a number")
+        if not isinstance(step_unit, int) or isinstance(step_unit, bool):
+            raise ConfigError(f"loss.step_unit={step_unit!r} is not allowed: expected a positive number of "
+                              f"steps")
         if base not in BASE_LOSSES:
-            raise ValueError(f"loss.base must be one of {list(BASE_LOSSES)}, got {base!r}")
+            raise ConfigError(f"loss.base must be one of {sorted(BASE_LOSSES)}, got {base!r}")
         if ssim_mode not in SSIM_MODES:
-            raise ValueError(f"loss.ssim_mode must be one of {list(SSIM_MODES)}, got {ssim_mode!r}")
+            raise ConfigError(f"loss.ssim_mode must be one of {list(SSIM_MODES)}, got {ssim_mode!r}")
         if not max_weight > 0:
-            raise ValueError(f"loss.max_weight must be > 0, got {max_weight}")
+            raise ConfigError(f"loss.max_weight must be > 0, got {max_weight}")
         if ssim_dtype is None:
             ssim_dtype = "float64" if ssim_mode == "official" else "float32"
         if ssim_dtype not in ("float32", "float64"):
-            raise ValueError(f"loss.ssim_dtype must be 'float32', 'float64' or null, got {ssim_dtype!r}")
+            raise ConfigError(f"loss.ssim_dtype must be 'float32', 'float64' or null, got {ssim_dtype!r}")
         check_pace(alpha, beta, step_unit)
         self.alpha, self.beta, self.step_unit = float(alpha), float(beta), int(step_unit)
         self.max_weight = float(max_weight)

@@ -86,3 +86,14 @@ def imresize(img: np.ndarray, scale: float, antialias: bool = True) -> np.ndarra
         out = _to_uint8(out)
     out = _resize_axis(out, 1, out_w, scale, antialias)
     return _to_uint8(out) if is_uint8 else out
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop H and W down to multiples of ``scale`` (never resize)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def make_lr(hr: np.ndarray, scale: int) -> np.ndarray:
+    """MATLAB-bicubic LR image of the modcropped HR image."""
+    return imresize(modcrop(hr, scale), 1.0 / scale)

@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from pspl_lightning.inference.loading import WeightsError
-from pspl_lightning.inference.loading import read_weights as inference_read_weights
+from pspl_lightning.errors import ConfigError
+from pspl_lightning.inference.loading import StoredWeights, WeightsError
+from pspl_lightning.inference.loading import read_weights as load_weights_file
 
 log = logging.getLogger(__name__)
 
-REQUIRED = "???"  # presets mark a required init_from as "??? <how to set it>" (a bare ??? does not override)
-STRIP_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/AveragedModel wrappers
 FALLBACK_SCALE_PARTS = ("tail", "upsampl", "upconv", "upnet")
 
 
@@ -49,32 +47,16 @@ class WarmStartReport:
         return "\n  ".join(lines)
 
 
-class StoredWeights(NamedTuple):
-    """A file's network state dict, and the scale and network class it records (``None``: not recorded)."""
-
-    state: dict[str, Tensor]
-    scale: int | None
-    network: str | None
-
-
 def read_weights(path: str | Path) -> StoredWeights:
-    """The network weights of ``path`` (any file :func:`pspl_lightning.inference.loading.read_weights`
-    accepts; ``_orig_mod.`` / ``module.`` prefixes removed) with the scale and network class it records."""
+    """The weights of ``path`` for ``model.init_from`` (any file
+    :func:`~pspl_lightning.inference.loading.read_weights` accepts); errors name the key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.init_from: no such checkpoint or weights file: {path}")
+        raise ConfigError(f"model.init_from: no such checkpoint or weights file: {path}")
     try:
-        state, model_cfg, scale = inference_read_weights(path)
+        return load_weights_file(path)
     except WeightsError as exc:
-        raise ValueError(f"model.init_from: {exc}") from None
-    clean: dict[str, Tensor] = {}
-    for key, value in state.items():
-        for prefix in STRIP_PREFIXES:
-            key = key.removeprefix(prefix)
-        clean[key] = value
-    target = (model_cfg or {}).get("_target_")
-    network = str(target).rsplit(".", 1)[-1] if target else None
-    return StoredWeights(clean, scale, network)
+        raise ConfigError(f"model.init_from: {exc}") from None
 
 
 def _scale_dependent(net: nn.Module, key: str) -> bool:
@@ -90,18 +72,16 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     layers (``net.scale_dependent``, e.g. the upsampler) when the file's scale differs from ``net.scale``.
 
     ``source_scale`` overrides the scale recorded in the file (bare state dicts record none; then only
-    shape mismatches are skipped). Logs and returns a :class:`WarmStartReport`. Raises ``ValueError`` when
+    shape mismatches are skipped). Logs and returns a :class:`WarmStartReport`. Raises ``ConfigError`` when
     the file records another network class, or when less than ``min_fraction`` of the network's
     transferable tensors (or of the file's) match: a file of another network or size would otherwise
     start a long run from mostly random weights without anyone noticing.
     """
-    if str(path).startswith(REQUIRED):
-        how = str(path)[len(REQUIRED):].strip()
-        raise ValueError(f"model.init_from is required by this experiment: {how}")
-    state, file_scale, file_network = read_weights(path)
+    stored = read_weights(path)
+    state, file_scale, file_network = stored.state, stored.scale, stored.network
     if file_network is not None and file_network != type(net).__name__:
-        raise ValueError(f"model.init_from={path} is a checkpoint of {file_network}; the network to start is "
-                         f"{type(net).__name__}: warm start needs the same architecture")
+        raise ConfigError(f"model.init_from={path} is a checkpoint of {file_network}; the network to start "
+                          f"is {type(net).__name__}: warm start needs the same architecture")
     src = source_scale if source_scale is not None else file_scale
     dst = getattr(net, "scale", None)
     report = WarmStartReport(Path(path), src, dst)
@@ -122,7 +102,7 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     transferable = [k for k in own if not (cross_scale and _scale_dependent(net, k))]
     foreign = [k for k, why in report.skipped.items() if not why.startswith("scale-dependent")]
     if not matched or len(matched) < min_fraction * max(len(transferable), len(matched) + len(foreign)):
-        raise ValueError(
+        raise ConfigError(
             f"model.init_from={path}: only {len(matched)} tensors match {type(net).__name__} by name and "
             f"shape (of {len(transferable)} transferable in the network and {len(matched) + len(foreign)} in "
             f"the file; at least {min_fraction:.0%} of both expected): a checkpoint of another network or "

@@ -1,0 +1,23 @@
+"""The project's own error types: mistakes of the user's, each with a message that says what to change.
+
+The entry points print a :class:`UserError` as one line and exit with status 2; anything else is a bug and
+keeps its traceback. Each subclasses ``ValueError`` too, for callers that catch that.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake in the input (config, data, checkpoint); the message names the key or the file."""
+
+
+class ConfigError(UserError):
+    """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be used as asked (layout, sizes, too few images); names the folder or file."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint or weights file that cannot be used as asked; names the file and the mismatch."""
