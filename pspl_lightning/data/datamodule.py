@@ -5,6 +5,11 @@ validation set (``sample``, ``div2k_val``, ``val``) or benchmark folders under `
 (``set5``, ``set14``, ``b100``, ``urban100``, ``manga109``, ...). With ``cache_dir`` set, images are decoded
 once into that folder (in ``prepare_data``: one process per node under DDP) and patches are read through
 memory maps; without it, every image is decoded into memory in ``setup`` (fine for small sets).
+
+With a synthetic ``degradation`` (``bd``, ``dn``, ``realistic``) the loaders yield HR images only, each with
+an integer key (the sampler's per-sample seed in training, a hash of the image name in validation), and
+the LR images are made on the device in :meth:`on_after_batch_transfer`; the module gets ``(lr, hr)``
+batches either way. ``bicubic`` (or none) keeps the LR files / CPU MATLAB bicubic exactly as before.
 """
 
 from __future__ import annotations
@@ -12,20 +17,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from pspl_lightning.data.benchmarks import benchmark_files, find_set_dir
-from pspl_lightning.data.cache import DecodedCache
-from pspl_lightning.data.datasets import ImagePair, PairDataset, PatchDataset, collate_patches
+from pspl_lightning.data.cache import CacheItem, DecodedCache
+from pspl_lightning.data.datasets import (
+    HRBatch,
+    HRDataset,
+    HRPatchDataset,
+    ImagePair,
+    PairDataset,
+    PatchDataset,
+    collate_patches,
+)
+from pspl_lightning.data.hr_images import image_keys, load_hr_images, mapped_hr_images
 from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
 from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
+from pspl_lightning.degradations.base import Degradation, resolve_degradation
 
 log = logging.getLogger(__name__)
+
+
+class _Degrading(NamedTuple):
+    """A batch between the transfer hooks: HR images and the degradation's random numbers for them."""
+
+    hr: Tensor
+    draws: dict[str, Any]
+    scored: bool
 
 
 class PairedSRDataModule(L.LightningDataModule):
@@ -42,7 +67,8 @@ class PairedSRDataModule(L.LightningDataModule):
                  augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
                  persistent_workers: bool = True, cache_dir: str | None = None,
                  cache_workers: int | None = None, val_sets: Sequence[str] | None = None,
-                 benchmark_root: str | None = None, progress: bool = True, seed: int = 0) -> None:
+                 benchmark_root: str | None = None, progress: bool = True, seed: int = 0,
+                 degradation: Any = None) -> None:
         super().__init__()
         if scale not in (2, 3, 4):
             raise ValueError(f"data.scale must be 2, 3 or 4, got {scale}")
@@ -64,8 +90,12 @@ class PairedSRDataModule(L.LightningDataModule):
         self.cache_workers, self.progress = cache_workers, progress
         self.val_sets, self.benchmark_root = names, benchmark_root
         self.seed = int(seed)
-        self.train_pairs: Sequence[ImagePair] = []
+        # None or bicubic: LR files / CPU MATLAB bicubic as always; else HR only, LR made on the device
+        self.degradation: Degradation | None = resolve_degradation(degradation, scale)
+        self.synthetic = self.degradation is not None and self.degradation.synthetic
+        self.train_pairs: Sequence[ImagePair] = []  # HR arrays alone under a synthetic degradation
         self.val_pairs: dict[str, Sequence[ImagePair]] = {}
+        self.val_keys: dict[str, list[int]] = {}
 
     # --- what subclasses provide ------------------------------------------------------------------
     def train_files(self) -> list[PathPair]:
@@ -99,10 +129,16 @@ class PairedSRDataModule(L.LightningDataModule):
         before ``setup``)."""
         files = [*self.train_files(), *(f for fs in self.val_files().values() for f in fs)]
         if self.cache is not None:
-            self.cache.ensure(cache_items(files, self.scale), workers=self.cache_workers,
-                              progress=self.progress)
+            items = [CacheItem(hr) for _, hr in files] if self.synthetic else cache_items(files, self.scale)
+            self.cache.ensure(items, workers=self.cache_workers, progress=self.progress)
 
     def _pairs(self, files: list[PathPair], min_lr_size: int = 0) -> Sequence[ImagePair]:
+        if self.synthetic:  # HR only, cropped to a multiple of the scale; at least one patch for training
+            hr_files, min_hr = [hr for _, hr in files], min_lr_size * self.scale
+            if self.cache is None:
+                return load_hr_images(hr_files, self.scale, min_hr)  # type: ignore[return-value]
+            return mapped_hr_images(hr_files, self.scale, self.cache, min_hr,  # type: ignore[return-value]
+                                    self.cache_workers, self.progress)
         if self.cache is None:
             return load_pairs(files, self.scale, min_lr_size)
         return mapped_pairs(files, self.scale, self.cache, min_lr_size, self.cache_workers, self.progress)
@@ -111,13 +147,16 @@ class PairedSRDataModule(L.LightningDataModule):
         if stage in (None, "fit") and not self.train_pairs:
             self.train_pairs = self._pairs(self.train_files(), self.patch_size // self.scale)
         if stage in (None, "fit", "validate") and not self.val_pairs:
-            self.val_pairs = {name: self._pairs(files) for name, files in self.val_files().items()}
+            files = self.val_files()
+            self.val_pairs = {name: self._pairs(fs) for name, fs in files.items()}
+            self.val_keys = {name: image_keys([hr for _, hr in fs]) for name, fs in files.items()}
 
     def _pin(self) -> bool:
         return torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
 
     def train_dataset(self) -> PatchDataset:
-        return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
+        kind = HRPatchDataset if self.synthetic else PatchDataset
+        return kind(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -147,8 +186,26 @@ class PairedSRDataModule(L.LightningDataModule):
         """Whole images, one loader per set; under DDP each rank takes every world-th image, without the
         padding duplicates of a DistributedSampler, so synced sums give the single-process metrics."""
         rank, world = self._rank_world()
-        return [DataLoader(PairDataset(pairs), batch_size=1, sampler=ShardSampler(len(pairs), rank, world),
-                           num_workers=0, pin_memory=self._pin()) for pairs in self.val_pairs.values()]
+        datasets = [HRDataset(pairs, self.val_keys[name]) if self.synthetic else PairDataset(pairs)
+                    for name, pairs in self.val_pairs.items()]
+        return [DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), rank, world), num_workers=0,
+                           pin_memory=self._pin()) for ds in datasets]
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """An HR-only batch: draw its degradation's random numbers on the CPU, from each image's key."""
+        if not isinstance(batch, HRBatch):
+            return batch
+        scored = bool(torch.as_tensor(batch.scored).all())
+        return _Degrading(batch.hr, self.degradation.draw(batch.key, batch.hr.shape[-2:]), scored)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Make the LR images on the device (Lightning calls this, in preference to the module's hook, for
+        every batch once it is there): ``(lr, hr)`` as from LR files, ``(lr, hr, False)`` for padding."""
+        if not isinstance(batch, _Degrading):
+            return batch
+        lr = self.degradation.apply(batch.hr, batch.draws)
+        return (lr, batch.hr) if batch.scored else (lr, batch.hr, torch.zeros(1, dtype=torch.bool,
+                                                                               device=lr.device))
 
 
 class SampleDataModule(PairedSRDataModule):

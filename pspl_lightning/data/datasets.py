@@ -1,9 +1,10 @@
-"""Datasets over LR/HR uint8 image pairs: random aligned training patches and whole validation images."""
+"""Datasets over LR/HR uint8 image pairs: random aligned training patches and whole validation images; and
+their HR-only twins for degradations made on the device (items carry a key that seeds the degradation)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -20,15 +21,18 @@ def _to_chw(arr: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
 
 
+def augment_image(img: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
+    """Flip and/or transpose an H x W x C array (the 8 dihedral transforms), as views."""
+    if hflip:
+        img = img[:, ::-1]
+    if vflip:
+        img = img[::-1]
+    return img.transpose(1, 0, 2) if transpose else img
+
+
 def augment_pair(lr: np.ndarray, hr: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> ImagePair:
     """Apply the same flips and transpose (the 8 dihedral transforms) to an H x W x C pair."""
-    if hflip:
-        lr, hr = lr[:, ::-1], hr[:, ::-1]
-    if vflip:
-        lr, hr = lr[::-1], hr[::-1]
-    if transpose:
-        lr, hr = lr.transpose(1, 0, 2), hr.transpose(1, 0, 2)
-    return lr, hr
+    return augment_image(lr, hflip, vflip, transpose), augment_image(hr, hflip, vflip, transpose)
 
 
 class PatchDataset(Dataset):
@@ -97,9 +101,61 @@ class PatchDataset(Dataset):
         return torch.from_numpy(lr_out), torch.from_numpy(hr_out)
 
 
+class HRBatch(NamedTuple):
+    """HR images (uint8, B x 3 x H x W) and one int64 key per image, from which the DataModule makes the LR
+    images on the device; ``scored`` is False for a validation padding entry (run, not scored)."""
+
+    hr: Tensor
+    key: Tensor
+    scored: bool | Tensor = True
+
+
+class HRPatchDataset(PatchDataset):
+    """HR-only random patches for a degradation made on the device: for the same sample seeds, the same
+    crops and flips as :class:`PatchDataset` (the crop is drawn on the LR grid ``H // scale`` and scaled).
+
+    ``images`` are H x W x 3 uint8 arrays (multiples of the scale). Items are :class:`HRBatch`; the key of a
+    sample is its seed from the resumable sampler (a plain index gets one from torch's global generator).
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], scale: int, patch_size: int, repeat: int = 1,
+                 augment: bool = True) -> None:
+        super().__init__(images, scale, patch_size, repeat, augment)  # (checks; ``pairs`` holds the images)
+        self.images = images
+
+    def _crop(self, index: int, u: float, v: float) -> tuple[None, np.ndarray]:  # type: ignore[override]
+        hr = self.images[index % len(self.images)]
+        lp, s = self.patch_size // self.scale, self.scale
+        top = int(u * (hr.shape[0] // s - lp + 1))
+        left = int(v * (hr.shape[1] // s - lp + 1))
+        return None, hr[top * s : (top + lp) * s, left * s : (left + lp) * s]
+
+    @staticmethod
+    def _keys(items: Sequence[SampleKey]) -> Tensor:
+        if items and isinstance(items[0], tuple):
+            return torch.tensor([int(seed) for _, seed in items], dtype=torch.int64)
+        return torch.randint(0, 2**62, (len(items),), dtype=torch.int64)
+
+    def __getitem__(self, item: SampleKey) -> HRBatch:  # type: ignore[override]
+        batch = self.__getitems__([item])
+        return HRBatch(batch.hr[0], batch.key[0])
+
+    def __getitems__(self, items: list[SampleKey]) -> HRBatch:  # type: ignore[override]
+        """A whole batch at once, copied straight into the B x C x H x W array (as PatchDataset does)."""
+        indices, draws = self._draws(items)
+        keys = self._keys(items)
+        out = np.empty((len(indices), 3, self.patch_size, self.patch_size), dtype=np.uint8)
+        for i, (index, (u, v, *flips)) in enumerate(zip(indices, draws, strict=True)):
+            _, hr = self._crop(index, u, v)
+            if self.augment:
+                hr = augment_image(hr, *(f < 0.5 for f in flips))
+            out[i] = hr.transpose(2, 0, 1)
+        return HRBatch(torch.from_numpy(out), keys)
+
+
 def collate_patches(batch: Any) -> Any:
     """Collate for :class:`PatchDataset`: batches from ``__getitems__`` arrive stacked already."""
-    if isinstance(batch, tuple) and all(isinstance(t, Tensor) for t in batch):
+    if isinstance(batch, HRBatch) or (isinstance(batch, tuple) and all(isinstance(t, Tensor) for t in batch)):
         return batch
     return default_collate(batch)
 
@@ -117,3 +173,20 @@ class PairDataset(Dataset):
         """``(lr, hr)``; for a padding index (< 0) ``(lr, hr, False)`` of image 0, not to be scored."""
         lr, hr = self.pairs[max(index, 0)]
         return (_to_chw(lr), _to_chw(hr)) if index >= 0 else (_to_chw(lr), _to_chw(hr), torch.tensor(False))
+
+
+class HRDataset(Dataset):
+    """Whole HR images with fixed keys, in order, for validation under a degradation made on the device."""
+
+    def __init__(self, images: Sequence[np.ndarray], keys: Sequence[int]) -> None:
+        if len(images) != len(keys):
+            raise ValueError(f"{len(images)} images but {len(keys)} keys")
+        self.images, self.keys = images, list(keys)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> HRBatch:
+        """The image and its key; a padding index (< 0) gives image 0, marked not to be scored."""
+        i = max(index, 0)
+        return HRBatch(_to_chw(self.images[i]), torch.tensor(self.keys[i], dtype=torch.int64), index >= 0)
