@@ -1,0 +1,1 @@
+"""Launching sweep jobs: device and thread assignment, and the local parallel Hydra launcher."""
