@@ -1,13 +1,15 @@
-"""Logger variants that keep what a run already wrote when it is resumed."""
+"""Logger variants: CSV that keeps what a run already wrote when it is resumed, W&B without a stale setting."""
 
 from __future__ import annotations
 
 import csv
 import os
+from typing import Any
 
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter as _FabricWriter
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
@@ -30,3 +32,12 @@ class CSVLogger(_LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+class WandbLogger(_LightningWandbLogger):
+    """``lightning.pytorch.loggers.WandbLogger`` without the ``anonymous`` setting, which Lightning always
+    passes to ``wandb.init`` and which wandb only answers with a warning that it has no effect."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wandb_init.pop("anonymous", None)

@@ -11,31 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pspl_lightning.cli.common import USER_ERRORS, asked_model
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.benchmarks import benchmark_files, find_set_dir
-from pspl_lightning.data.io import ImageReadError
 from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
 from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
 
 log = logging.getLogger("pspl_lightning")
-
-USER_ERRORS = (WeightsError, FileNotFoundError, FileExistsError, ImageReadError, ValueError)
-
-
-def asked_model(cfg: DictConfig) -> dict[str, Any] | None:
-    """The ``model`` group chosen on the command line (without its scale), or None."""
-    if cfg.get("model") is None:
-        return None
-    model = OmegaConf.to_container(cfg.model, resolve=False)
-    model.pop("scale", None)  # the scale is checked on its own (and may interpolate a missing data.scale)
-    return model
-
 
 def _as_list(value: Any) -> list:
     if value is None:
@@ -140,7 +128,7 @@ def main() -> None:
     _hydra_main()
 
 
-__all__ = ["asked_model", "describe_model", "evaluate", "load_networks", "main"]
+__all__ = ["describe_model", "evaluate", "load_networks", "main"]
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import track
 
-from pspl_lightning.cli.eval import USER_ERRORS, asked_model
+from pspl_lightning.cli.common import USER_ERRORS, asked_model
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.io import list_images, read_image, write_png
 from pspl_lightning.inference.loading import load_network
