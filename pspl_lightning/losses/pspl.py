@@ -8,10 +8,11 @@ from torch import Tensor, nn
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses.base import BASE_LOSSES, charbonnier
-from pspl_lightning.losses.ssim import C1, C2, ssim_map
+from pspl_lightning.losses.ssim import C1, C2, ssim_map, ssim_map_exact
 from pspl_lightning.pace import check_pace, pace_sigma
 
 SSIM_MODES = ("official", "normalized")
+SSIM_DTYPES = ("float32_exact", "float64", "float32")
 
 
 class PSPLLoss(nn.Module):
@@ -25,11 +26,17 @@ class PSPLLoss(nn.Module):
     constants C1 = 0.01^2, C2 = 0.03^2. Those constants are tiny against 0..255 variances, so in flat
     regions the SSIM is ill-conditioned: E[x^2] - mu^2 cancels (mu^2 up to 65025 against C2 = 9e-4), and
     the reference's float32 weights there are rounding noise (off by up to ~1.9 from the exact formula on
-    scikit-image's astronaut). We therefore compute the local moments in float64 by default
-    (``ssim_dtype="float64"``), which gives the exact formula's weights to ~1e-6 on any data (float64
-    costs about 2.3x the float32 time on CPU, see docs/BENCHMARKS.md). ``ssim_mode="normalized"``
-    computes SSIM on [0, 1] data with the same constants, as the paper describes, and is well conditioned
-    in float32 (its default).
+    scikit-image's astronaut). ``ssim_mode="normalized"`` computes SSIM on [0, 1] data with the same
+    constants, as the paper describes; plain float32 misses there too (by ~3e-4 at sigma 3).
+
+    ``ssim_dtype`` (null: ``"float32_exact"`` in both modes) chooses the arithmetic of the SSIM map:
+    ``"float32_exact"`` is float32 with float64 quality (window statistics from local deviations, never
+    ``E[x^2] - mu^2``; :func:`~pspl_lightning.losses.ssim.ssim_map_exact`): the weights match the float64
+    formula to ~1e-6 at any sigma, on flat, saturated and textured data, and near SSIM = -1. Its
+    compiled kernels run where ``torch.compile`` works and the batch has at least 65,536 pixels (float64
+    moments otherwise: same weights). ``"float64"``: banded float64 moments (exact, 2-5x slower on CPU);
+    ``"float32"``: the reference's arithmetic (fast, wrong by up to ~1.9 in flat regions of ``official``).
+    Timings: docs/BENCHMARKS.md.
 
     Inputs are float RGB in [0, 1]; with ``official`` and ``base="l1"`` the loss equals the reference's
     (0..255) loss divided by 255.
@@ -60,14 +67,16 @@ class PSPLLoss(nn.Module):
         if not max_weight > 0:
             raise ConfigError(f"loss.max_weight must be > 0, got {max_weight}")
         if ssim_dtype is None:
-            ssim_dtype = "float64" if ssim_mode == "official" else "float32"
-        if ssim_dtype not in ("float32", "float64"):
-            raise ConfigError(f"loss.ssim_dtype must be 'float32', 'float64' or null, got {ssim_dtype!r}")
+            ssim_dtype = "float32_exact"
+        if ssim_dtype not in SSIM_DTYPES:
+            raise ConfigError(f"loss.ssim_dtype must be one of {list(SSIM_DTYPES)} or null, "
+                              f"got {ssim_dtype!r}")
         check_pace(alpha, beta, step_unit)
         self.alpha, self.beta, self.step_unit = float(alpha), float(beta), int(step_unit)
         self.max_weight = float(max_weight)
         self.base, self.ssim_mode, self.charbonnier_eps = base, ssim_mode, float(charbonnier_eps)
-        self.ssim_dtype = getattr(torch, ssim_dtype)
+        self.ssim_exact = ssim_dtype == "float32_exact"  # float32 arithmetic, exact method
+        self.ssim_dtype = torch.float32 if self.ssim_exact else getattr(torch, ssim_dtype)
         self.sigma: float | None = None
         self._filter: PaddedSeparableFilter | None = None  # buffers reused from step to step
 
@@ -87,6 +96,7 @@ class PSPLLoss(nn.Module):
         ``official`` SSIM on 0..255 with the [0, 1] constants equals SSIM on the [0, 1] data with the
         constants divided by 255^2 (SSIM is invariant to scaling the data and the constants together),
         which saves two passes over the images. Autocast is off: the map is float32 or float64 by design.
+        The map gives SSIM + 1 directly (full relative precision where the weights are steepest).
         """
         if not sigma > 0:
             raise ValueError(f"PSPL sigma must be > 0, got {sigma}")
@@ -94,9 +104,12 @@ class PSPLLoss(nn.Module):
         if self._filter is None:
             self._filter = PaddedSeparableFilter(gaussian_kernel1d(11, 1.5, dtype=torch.float64))
         with torch.autocast(device_type=sr.device.type, enabled=False):
-            s = ssim_map(hr.detach(), sr.detach(), c1=C1 / scale, c2=C2 / scale, dtype=self.ssim_dtype,
-                         filt=self._filter)
-            return s.add_(1.0).div_(sigma).square_().neg_().exp_().mul_(self.max_weight)
+            args = {"c1": C1 / scale, "c2": C2 / scale, "filt": self._filter, "plus_one": True}
+            if self.ssim_exact:
+                s1 = ssim_map_exact(hr.detach(), sr.detach(), **args)
+            else:
+                s1 = ssim_map(hr.detach(), sr.detach(), dtype=self.ssim_dtype, **args)
+            return s1.div_(sigma).square_().neg_().exp_().mul_(self.max_weight)
 
     def loss_and_weights(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> tuple[Tensor, Tensor]:
         """The loss and the detached weight map it used (for logging and the image panel)."""
@@ -120,4 +133,9 @@ class PSPLLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, beta={self.beta}, max_weight={self.max_weight}, "
                 f"step_unit={self.step_unit}, base={self.base!r}, ssim_mode={self.ssim_mode!r}, "
-                f"ssim_dtype={str(self.ssim_dtype).removeprefix('torch.')}")
+                f"ssim_dtype={self.ssim_dtype_name!r}")
+
+    @property
+    def ssim_dtype_name(self) -> str:
+        """The ``loss.ssim_dtype`` value in force: ``float32_exact``, ``float64`` or ``float32``."""
+        return "float32_exact" if self.ssim_exact else str(self.ssim_dtype).removeprefix("torch.")
