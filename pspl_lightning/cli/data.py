@@ -6,6 +6,10 @@
     pspl-data make-lr HR_DIR OUT_DIR --scale 2 3 4
         writes MATLAB-bicubic LR images ``OUT_DIR/X<s>/<name>x<s>.png`` (the benchmark layout); existing
         files are kept.
+    pspl-data degrade input=HR_DIR output=LR_DIR degradation=bd data.scale=3 [seed=0] [device=cpu]
+        writes one 8-bit PNG ``LR_DIR/<name>.png`` per HR image under a degradation (any
+        ``degradation.*`` override works), the same image ``pspl-train``/``pspl-eval`` make for it; existing
+        files are replaced only with ``overwrite=true``.
 """
 
 from __future__ import annotations
@@ -17,20 +21,26 @@ import time
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
 from hydra.utils import instantiate
 
 from pspl_lightning.cli.hydra_setup import config_dir, project_root
 from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger("pspl_lightning")
 
 
+def _train_config(overrides: list[str]):
+    """The training config composed with ``overrides`` (as ``pspl-train`` would see it)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="train", overrides=[f"paths.root_dir={project_root()}", *overrides])
+
+
 def prepare(overrides: list[str]) -> dict:
     """Compose the training config with ``overrides``, check its data and build the decoded cache."""
-    root = project_root()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"paths.root_dir={root}", *overrides])
+    cfg = _train_config(overrides)
     dm = instantiate(cfg.data)
     start = time.perf_counter()
     dm.prepare_data()
@@ -69,6 +79,44 @@ def make_lr_folder(hr_dir: Path, out_dir: Path, scales: list[int]) -> tuple[int,
     return written, kept
 
 
+DEGRADE_OPTIONS = {"input": None, "output": None, "seed": None, "device": "cpu", "overwrite": "false"}
+
+
+def degrade(args: list[str]) -> list[Path]:
+    """``input=`` HR folder -> ``output=`` LR folder under the composed ``degradation`` at ``data.scale``;
+    ``seed=`` sets ``degradation.seed``; other arguments are Hydra overrides of the training config."""
+    from pspl_lightning.data.degrade import degradation_from_config, degrade_folder
+
+    opts, overrides = dict(DEGRADE_OPTIONS), []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in opts:
+            opts[key] = value
+        else:
+            overrides.append(arg)
+    if not opts["input"] or not opts["output"]:
+        raise ConfigError("pspl-data degrade needs input=<folder of HR images> and output=<folder for the LR "
+                          "images>, e.g. pspl-data degrade input=Set5/HR output=Set5/LR_bd/X3 degradation=bd "
+                          "data.scale=3")
+    if opts["overwrite"] not in ("true", "false"):
+        raise ConfigError(f"overwrite={opts['overwrite']} is not allowed: expected true or false")
+    if opts["seed"] is not None:
+        overrides.append(f"degradation.seed={opts['seed']}")
+    cfg = _train_config(overrides)
+    deg = degradation_from_config(cfg.degradation, cfg.data.scale)
+    files = degrade_folder(Path(opts["input"]), Path(opts["output"]), deg, opts["device"],
+                           overwrite=opts["overwrite"] == "true")
+    print(f"wrote {len(files)} LR images (degradation={deg.name}, x{deg.scale}, seed {deg.seed}) "
+          f"to {opts['output']}")
+    return files
+
+
+def _hydra_message(exc: HydraException) -> str:
+    """Hydra's composition error without its search-path listing, on one line."""
+    text = str(exc).split("Config search path")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``pspl-data``."""
     parser = argparse.ArgumentParser(prog="pspl-data", description=__doc__,
@@ -80,16 +128,24 @@ def main(argv: list[str] | None = None) -> None:
     p_lr.add_argument("hr_dir", type=Path)
     p_lr.add_argument("out_dir", type=Path)
     p_lr.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], choices=[2, 3, 4])
+    p_deg = sub.add_parser("degrade", help="write the LR images of a folder of HR images under a degradation")
+    p_deg.add_argument("args", nargs="*", help="input=<dir> output=<dir> degradation=<name> "
+                       "data.scale=<s> [seed=<n>] [device=cpu] [overwrite=false] [degradation.*=...]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.command == "prepare":
             prepare(args.overrides)
+        elif args.command == "degrade":
+            degrade(args.args)
         else:
             written, kept = make_lr_folder(args.hr_dir, args.out_dir, args.scale)
             print(f"wrote {written} LR images under {args.out_dir}, kept {kept} that existed")
-    except (FileNotFoundError, ImageReadError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError, ImageReadError, ValueError) as exc:
         print(f"pspl-data: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except HydraException as exc:
+        print(f"pspl-data: error: {_hydra_message(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

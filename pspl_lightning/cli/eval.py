@@ -18,7 +18,8 @@ from rich.table import Table
 
 from pspl_lightning.cli.common import USER_ERRORS, asked_model
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.data.benchmarks import benchmark_files, find_set_dir
+from pspl_lightning.data.benchmarks import find_set_dir
+from pspl_lightning.data.degrade import degradation_from_config, set_files
 from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
 from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
@@ -87,7 +88,12 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
     if not sets:
         raise ValueError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
     set_dirs = {name: find_set_dir(cfg.benchmark_root, name) for name in sets}
-    jobs = [(net, name, benchmark_files(set_dirs[name], net.scale)) for net in nets for name in sets]
+    # bicubic: the sets' LR files as always; bd/dn/realistic: <Set>/LR_<name>/X<s>/ or made from HR here
+    degradations = {n.scale: degradation_from_config(cfg.get("degradation"), n.scale) for n in nets}
+    jobs = [(net, name, set_files(set_dirs[name], net.scale, degradations[net.scale],
+                                  output_dir / "lr" / set_dirs[name].name / f"x{net.scale}",
+                                  resolve_device(cfg.device)))
+            for net in nets for name in sets]
     scores: list[ImageScore] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -105,6 +111,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
         "protocol": "Y channel (BT.601), border crop = scale, SR rounded to 8 bit, float64; "
                     "SSIM 11x11 Gaussian sigma 1.5, valid region",
         "self_ensemble": bool(cfg.self_ensemble), "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
+        "degradation": {f"x{s}": d.describe() for s, d in degradations.items() if d is not None},
     }
     write_results(output_dir, scores, summary, meta)
     plus = " (self-ensemble x8)" if cfg.self_ensemble else ""
