@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skdata
+from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 
 from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses import BASE_LOSSES, PSPLLoss, check_pace, pace_sigma, ssim_map
-from pspl_lightning.losses.ssim import C1, C2
+from pspl_lightning.losses import ssim as ssim_module
+from pspl_lightning.losses.ssim import C1, C2, ssim_map_exact
 from tests.degradations import degrade
 
 PHOTOS = {"astronaut": skdata.astronaut()[:96, 150:246], "coffee": skdata.coffee()[150:246, 250:346],
@@ -109,6 +111,188 @@ def test_flat_regions_need_float64_in_official_mode() -> None:
     err64 = np.abs(PSPLLoss(ssim_dtype="float64").weight_map(sr, hr, 0.7)[0].numpy() - ref).max()
     assert err32 > 0.05
     assert err64 < 1e-4
+
+
+# --- the exact float32 method (loss.ssim_dtype=float32_exact, the default) ---------------------------------
+
+SIGMAS = [0.001, 0.01, 0.05, 0.2, 0.7, 3.0]  # sigma is 0.001 at step 0 of the reference pace
+EXACT_KINDS = ["bicubic_x2", "bicubic_x4", "jpeg20", "noise", "noise_clip", "blur", "blur_offset",
+               "near_flat", "mirror"]
+
+
+def _pair_exact(photo: str, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_pair` plus two hard cases of the exact method's own.
+
+    ``near_flat``: noise of 0.03 grey levels (the scale of sqrt(C2) on 0..255), so the window variances
+    are of the order of C2 and every rounding of a mean shows. ``mirror``: each pixel reflected about its
+    local mean (2 blur(hr) - hr), which puts SSIM within 1e-3 of -1, where the weights are steepest.
+    """
+    if kind not in ("near_flat", "mirror"):
+        return _pair(photo, kind)
+    hr = _with_flat(PHOTOS[photo]).astype(np.float64) / 255.0
+    if kind == "near_flat":
+        sr = hr + np.random.default_rng(1).normal(0, 0.03 / 255, hr.shape)
+    else:
+        sr = 2 * gaussian(hr, sigma=1.5, channel_axis=2) - hr
+    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None].float()  # noqa: E731
+    return to_t(hr), to_t(sr)
+
+
+def _exact_weights(hr: torch.Tensor, sr: torch.Tensor, sigma: float, official: bool = True,
+                   backend: str = "eager") -> np.ndarray:
+    scale = 255.0**2 if official else 1.0
+    s1 = ssim_map_exact(hr, sr, c1=C1 / scale, c2=C2 / scale, plus_one=True, backend=backend)
+    return (2 * torch.exp(-((s1 / sigma) ** 2)))[0].double().numpy()
+
+
+@pytest.mark.parametrize("official", [True, False], ids=["official", "normalized"])
+@pytest.mark.parametrize("kind", EXACT_KINDS)
+@pytest.mark.parametrize("photo", list(PHOTOS))
+def test_exact_float32_weights_equal_float64_formula(photo: str, kind: str, official: bool) -> None:
+    """Weights within 1e-5 of the float64 formula at every sigma, also where plain float32 misses by ~1."""
+    hr, sr = _pair_exact(photo, kind)
+    ref_s = _ref_ssim(hr, sr, official=official)
+    for sigma in SIGMAS:
+        w = _exact_weights(hr, sr, sigma, official)
+        np.testing.assert_allclose(w, _ref_weights(ref_s, sigma), rtol=0, atol=1e-5, err_msg=f"sigma={sigma}")
+    s = ssim_map_exact(hr, sr, c1=C1 / 255**2 if official else C1, c2=C2 / 255**2 if official else C2,
+                       backend="eager")
+    np.testing.assert_allclose(s[0].double().numpy(), ref_s, rtol=0, atol=2e-6)
+
+
+def test_exact_cases_reach_the_hard_regimes() -> None:
+    """The cases above contain flat windows, near-flat ones, SSIM near -1 and plain float32 failures."""
+    hr, sr = _pair_exact("astronaut", "near_flat")
+    x = hr[0, 0].double().numpy() * 255
+    var = _filter_zero_pad(x * x) - _filter_zero_pad(x) ** 2
+    assert np.abs(var[15:33, 15:33]).max() < 1e-6  # inside the pasted grey square: flat
+    y = sr[0, 0].double().numpy() * 255
+    var_y = _filter_zero_pad(y * y) - _filter_zero_pad(y) ** 2
+    assert 2e-4 < np.median(var_y[15:33, 15:33]) < 4 * C2  # near flat: variance of the order of C2
+    s1 = _ref_ssim(*_pair_exact("coffee", "mirror"), official=True) + 1
+    assert s1.min() < 3e-3  # sigma 0.001..0.01 gives weights of order 1 there
+    ref = _ref_weights(_ref_ssim(hr, sr, official=True), 0.7)
+    plain = PSPLLoss(ssim_dtype="float32").weight_map(sr, hr, 0.7)[0].numpy()
+    assert np.abs(plain - ref).max() > 0.05
+
+
+def test_exact_weights_at_ssim_minus_one() -> None:
+    """Anti-correlated checkerboards: SSIM = -1 in the interior, the weight is max_weight at any sigma."""
+    sign = (torch.arange(40)[:, None] + torch.arange(40)[None, :]) % 2 * 2 - 1
+    t = 0.4 * sign.float().expand(1, 3, 40, 40)
+    hr, sr = 0.5 + t, 0.5 - t
+    ref_s = _ref_ssim(hr, sr, official=True)
+    for sigma in SIGMAS:
+        w = _exact_weights(hr, sr, sigma)
+        np.testing.assert_allclose(w, _ref_weights(ref_s, sigma), rtol=0, atol=1e-5, err_msg=f"sigma={sigma}")
+        np.testing.assert_allclose(w[:, 5:-5, 5:-5], 2.0, rtol=0, atol=1e-5)
+
+
+def test_float64_path_gives_ssim_plus_one_at_full_precision() -> None:
+    """SSIM + 1 from the float64 moments keeps its digits near -1 (SSIM rounded to float32, then + 1, not)."""
+    hr, sr = _pair_exact("coffee", "mirror")
+    ref_s = _ref_ssim(hr, sr, official=True)
+    c = {"c1": C1 / 255**2, "c2": C2 / 255**2}
+    s1 = ssim_map(hr, sr, dtype=torch.float64, plus_one=True, **c)[0].double().numpy()
+    np.testing.assert_allclose(s1, ref_s + 1, rtol=1e-5, atol=0)
+    for sigma in SIGMAS:
+        w = PSPLLoss(ssim_dtype="float64").weight_map(sr, hr, sigma)[0].double().numpy()
+        np.testing.assert_allclose(w, _ref_weights(ref_s, sigma), rtol=0, atol=1e-5, err_msg=f"sigma={sigma}")
+
+
+def test_exact_batch_equals_float64_path() -> None:
+    """A batch of different pairs: the exact kernels and the float64 moments give the same weights."""
+    pairs = [_pair_exact(p, k) for p, k in [("astronaut", "near_flat"), ("coffee", "mirror"),
+                                            ("chelsea", "blur_offset"), ("coffee", "noise_clip")]]
+    hr, sr = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    c = {"c1": C1 / 255**2, "c2": C2 / 255**2, "plus_one": True}
+    exact = ssim_map_exact(hr, sr, backend="eager", **c)
+    f64 = ssim_map_exact(hr, sr, backend="float64", **c)
+    assert exact.shape == hr.shape and exact.dtype == torch.float32
+    for sigma in SIGMAS:
+        w_exact, w_f64 = (2 * torch.exp(-((s1 / sigma) ** 2)) for s1 in (exact, f64))
+        torch.testing.assert_close(w_exact, w_f64, rtol=0, atol=1e-5)
+
+
+class _FakeCompiled:
+    """Stands in for the compiled kernels: records the calls and runs the same code eagerly."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls, self.fail, self.keys, self.broken = 0, fail, set(), None
+
+    def usable(self, key: tuple) -> bool:
+        return self.broken is None
+
+    def __call__(self, xp, yp, taps, c1, c2, plus_one):  # noqa: ANN001, ANN204
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore text")
+        return ssim_module._exact_kernels(xp, yp, taps, c1, c2, plus_one)
+
+
+def test_auto_backend_compiles_large_batches_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeCompiled()
+    monkeypatch.setattr(ssim_module, "_COMPILED", fake)
+    loss = PSPLLoss()
+    assert loss.ssim_exact and loss.ssim_dtype == torch.float32 and "float32_exact" in repr(loss)
+    small = torch.rand(4, 3, 48, 48)  # 27,648 pixels: float64 moments, no compile
+    loss.weight_map(small, small.flip(-1), 0.5)
+    assert fake.calls == 0 and loss._filter is not None and loss._filter._key is not None
+    big_hr = torch.rand(8, 3, 96, 96)  # 221,184 pixels: the compiled kernels
+    big_sr = (big_hr + 0.02 * torch.randn(big_hr.shape)).clamp(0, 1)
+    w = loss.weight_map(big_sr, big_hr, 0.5)
+    assert fake.calls == 1
+    ref = PSPLLoss(ssim_dtype="float64").weight_map(big_sr, big_hr, 0.5)
+    torch.testing.assert_close(w, ref, rtol=0, atol=1e-5)
+
+
+def test_failed_compile_falls_back_to_float64_once(monkeypatch: pytest.MonkeyPatch,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    fake = _FakeCompiled(fail=True)
+    monkeypatch.setattr(ssim_module, "_COMPILED", fake)
+    hr = torch.rand(8, 3, 96, 96)
+    sr = (hr + 0.02 * torch.randn(hr.shape)).clamp(0, 1)
+    loss = PSPLLoss()
+    with caplog.at_level("WARNING", logger="pspl_lightning.losses.ssim"):
+        w1 = loss.weight_map(sr, hr, 0.5)
+        w2 = loss.weight_map(sr, hr, 0.5)
+    assert fake.calls == 1  # the second call goes straight to float64
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["exact float32 SSIM: torch.compile failed (RuntimeError: InductorError: no working C++ "
+                     "compiler found); using float64 moments (exact, slower)"]
+    ref = PSPLLoss(ssim_dtype="float64").weight_map(sr, hr, 0.5)
+    torch.testing.assert_close(w1, ref, rtol=0, atol=0)
+    torch.testing.assert_close(w2, ref, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="no working C\\+\\+ compiler"):
+        ssim_map_exact(hr, sr, backend="compiled")
+
+
+def test_compiled_keys_are_capped_below_dynamos_recompile_limit() -> None:
+    compiled = ssim_module._Compiled()
+    assert torch._dynamo.config.recompile_limit > ssim_module.MAX_COMPILED_KEYS
+    compiled.keys = {("shape", i) for i in range(ssim_module.MAX_COMPILED_KEYS)}
+    assert compiled.usable(("shape", 0)) and not compiled.usable(("shape", 99))
+    compiled.broken = "no compiler"
+    assert not compiled.usable(("shape", 0))
+    with pytest.raises(ValueError, match="backend must be 'auto', 'compiled', 'eager' or 'float64', "
+                                         "got 'cuda'"):
+        ssim_map_exact(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), backend="cuda")
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_eager_kernels() -> None:
+    """The torch.compile kernels (C++ here) against the same code run op by op, and the float64 formula."""
+    pairs = [_pair_exact(p, k) for p, k in [("astronaut", "near_flat"), ("coffee", "mirror"),
+                                            ("chelsea", "blur_offset")]]
+    hr, sr = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    c = {"c1": C1 / 255**2, "c2": C2 / 255**2, "plus_one": True}
+    compiled = ssim_map_exact(hr, sr, backend="compiled", **c)
+    eager = ssim_map_exact(hr, sr, backend="eager", **c)
+    torch.testing.assert_close(compiled, eager, rtol=2e-6, atol=0)
+    ref_s = _ref_ssim(hr[1:2], sr[1:2], official=True)
+    for sigma in SIGMAS:
+        w = (2 * torch.exp(-((compiled[1] / sigma) ** 2))).double().numpy()
+        np.testing.assert_allclose(w, _ref_weights(ref_s, sigma), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize(("photo", "kind"), CASES[:2])
