@@ -1,0 +1,97 @@
+"""scripts/pspl_vs_l1.py: the seed-averaged comparison of PSPL and L1 (numbers by hand on a made-up sweep,
+and one tiny real sweep read back to the numbers its runs wrote)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+_SPEC = importlib.util.spec_from_file_location(
+    "pspl_scripts_pspl_vs_l1", Path(__file__).resolve().parents[1] / "scripts" / "pspl_vs_l1.py")
+assert _SPEC is not None and _SPEC.loader is not None
+pspl_vs_l1 = importlib.util.module_from_spec(_SPEC)
+sys.modules[_SPEC.name] = pspl_vs_l1  # dataclasses look their module up there
+_SPEC.loader.exec_module(pspl_vs_l1)
+
+# Made-up validation curves (steps 10, 20, 30) of a 2 losses x 2 seeds sweep.
+CURVES = {("pspl", 1): [30.0, 31.0, 32.0], ("pspl", 2): [29.0, 31.7, 32.5],
+          ("l1", 1): [28.0, 30.0, 31.5], ("l1", 2): [28.5, 30.5, 31.0]}
+
+
+def _fake_sweep(root: Path) -> Path:
+    """A sweep folder laid out as pspl-train -m writes it, with Lightning's CSV (step index = taken - 1)."""
+    for num, ((loss, seed), values) in enumerate(CURVES.items()):
+        job = root / str(num)
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n- seed={seed}\n- logger=csv\n")
+        (job / "csv").mkdir()
+        with (job / "csv" / "metrics.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["epoch", "step", "train/loss", "val/psnr_y"])
+            for step, value in zip((10, 20, 30), values, strict=True):
+                writer.writerow([0, step - 2, 0.1, ""])
+                writer.writerow([0, step - 1, "", f"{value:.6f}"])
+        (job / "metrics.json").write_text(json.dumps({"val/psnr_y": values[-1], "global_step": 30}))
+    return root
+
+
+def test_tables_and_first_reach_from_a_sweep_folder(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = _fake_sweep(tmp_path / "sweep")
+    out = tmp_path / "fig" / "cmp.png"
+    summary = pspl_vs_l1.main(["--runs", str(sweep), "--out", str(out)])
+    pspl, l1 = summary["arms"]["pspl"], summary["arms"]["l1"]
+    assert summary["target"] == pytest.approx(31.25)  # L1's final mean: (31.5 + 31.0) / 2
+    assert pspl["final"] == {"1": 32.0, "2": 32.5} and pspl["mean"] == pytest.approx(32.25)
+    assert summary["paired_diff"] == pytest.approx({"1": 0.5, "2": 1.5})
+    assert summary["mean_diff"] == pytest.approx(1.0) and summary["std_diff"] == pytest.approx(0.5 ** 0.5)
+    assert summary["wins"] == 2
+    assert pspl["mean_curve"] == pytest.approx([29.5, 31.35, 32.25]) and pspl["steps"] == [10, 20, 30]
+    assert pspl["mean_first_reach"] == 20  # 31.35 >= 31.25
+    assert l1["mean_first_reach"] == 30  # its own final mean, despite the CSV's rounding
+    assert pspl["seed_first_reach"] == {"1": 30, "2": 20} and l1["seed_first_reach"] == {"1": 30, "2": None}
+
+    table = out.with_suffix(".md").read_text()
+    assert "| 1 | 32.0000 | 31.5000 | +0.5000 |" in table
+    assert "| mean ± std | 32.2500 ± 0.3536 | 31.2500 ± 0.3536 | +1.0000 ± 0.7071 |" in table
+    assert "| PSPL | 20 | 1: 30, 2: 20 |" in table and "| L1 | 30 | 1: 30, 2: never |" in table
+    assert table in capsys.readouterr().out
+    assert json.loads(out.with_suffix(".json").read_text())["mean_diff"] == pytest.approx(1.0)
+    height, width = matplotlib.image.imread(out).shape[:2]
+    assert width >= 1000 and height >= 400
+
+    with pytest.raises(FileExistsError, match=r"cmp.png, .*cmp.md, .*cmp.json exist; pass --overwrite"):
+        pspl_vs_l1.main(["--runs", str(sweep), "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"--runs reads a finished sweep: the overrides \['seed=3'\]"):
+        pspl_vs_l1.main(["--runs", str(sweep), "--out", str(tmp_path / "x.png"), "seed=3"])
+    (sweep / "3" / "metrics.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"3 \(loss=l1 seed=2\) has no metrics.json"):
+        pspl_vs_l1.main(["--runs", str(sweep), "--out", str(tmp_path / "y.png")])
+
+
+def test_runs_the_sweep_and_reads_back_what_the_runs_wrote(sample_root: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PSPL_ROOT", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    sweep = tmp_path / "sweep"
+    summary = pspl_vs_l1.main([
+        "--seeds", "7", "--val-every", "1", "--sweep-dir", str(sweep), "--out", str(tmp_path / "f.png"),
+        "model=tiny", "trainer.max_steps=2", f"data.root={sample_root}", "data.patch_size=32",
+        "data.batch_size=2", "callbacks.progress_bar=null", "trainer.enable_model_summary=false"])
+    for num, loss in enumerate(("pspl", "l1")):
+        job = sweep / str(num)
+        assert f"- loss={loss}" in (job / ".hydra" / "overrides.yaml").read_text()
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["global_step"] == 2
+        arm = summary["arms"][loss]
+        assert arm["final"] == {"7": metrics["val/psnr_y"]} and arm["steps"] == [1, 2]
+        assert arm["mean_curve"][-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
+    assert summary["mean_diff"] == pytest.approx(summary["arms"]["pspl"]["final"]["7"]
+                                                 - summary["arms"]["l1"]["final"]["7"])
+    assert (tmp_path / "f.png").is_file()
