@@ -1,4 +1,4 @@
-"""Logger variants: CSV that keeps what a run already wrote when it is resumed, W&B without a stale setting."""
+"""Logger variants: CSV that keeps what a resumed run already wrote, W&B without a stale setting."""
 
 from __future__ import annotations
 

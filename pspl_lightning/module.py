@@ -95,6 +95,13 @@ class SRModule(L.LightningModule):
         """uint8 images (what the datasets yield: 4x fewer bytes to move) -> float in [0, 1], on device."""
         return tuple(t.float().div_(255.0) if t.dtype == torch.uint8 else t for t in batch)
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Loggers write each metric at Lightning's `_batches_that_stepped`, which equals the global step
+        # before every batch of a run, but which Lightning restores one or two steps off when a run resumes
+        # from a checkpoint saved at a batch end or after a validation (seen with the CSV logger). Resetting
+        # it here makes a resumed run log every metric at the step the uninterrupted run logs it at.
+        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
         lr, hr = self.to_float(batch[:2])
         sr = self.net(lr)
@@ -106,6 +113,7 @@ class SRModule(L.LightningModule):
         if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
             return self._non_finite(loss)
         self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])  # the rate this step uses
         with torch.no_grad():  # plain L1 as a yardstick comparable across losses
             self.log("train/l1", (sr.detach().float() - hr.float()).abs().mean())
         # the callbacks (pace statistics, image panel) read the weight map from the step's outputs

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
@@ -56,8 +56,6 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> tuple[L.Trainer, list[Lo
     """The Trainer with the configured loggers and callbacks, end-of-run results and atomic checkpoints."""
     loggers: list[Logger] = build_group(cfg.get("logger"))
     callbacks: list[Callback] = build_group(cfg.get("callbacks"))
-    if not loggers:  # LearningRateMonitor refuses to run without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     callbacks.append(FinalResults(output_dir))
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()])
