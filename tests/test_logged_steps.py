@@ -25,9 +25,11 @@ def _logged(run: Path) -> dict[str, list[int]]:
     return dict(steps)
 
 
-@pytest.mark.parametrize(("stop", "interval"), [("trainer.max_steps=6", 3),
-                                                ("+callbacks.stop._target_=tests.probes.StopAt", 3),
-                                                pytest.param("trainer.max_steps=6", 100, marks=pytest.mark.slow)],
+@pytest.mark.parametrize(("stop", "interval"), [
+    ("trainer.max_steps=6", 3),
+    ("+callbacks.stop._target_=tests.probes.StopAt", 3),
+    pytest.param("trainer.max_steps=6", 100, marks=pytest.mark.slow),
+],
                          ids=["at_a_validation", "between_validations", "final_validations_only"])
 def test_resumed_run_logs_at_the_uninterrupted_steps(sample_root: Path, tmp_path: Path, stop: str,
                                                      interval: int) -> None:
