@@ -1,7 +1,8 @@
 """The project's own error types: mistakes of the user's, each with a message that says what to change.
 
-The entry points print a :class:`UserError` as one line and exit with status 2; anything else is a bug and
-keeps its traceback. Each subclasses ``ValueError`` too, for callers that catch that.
+The entry points print a :class:`UserError` as one line and exit with status 2 (a :class:`TrainingDiverged`
+with status 3); anything else is a bug and keeps its traceback. Each user error is a ``ValueError`` too, for
+callers that catch that.
 """
 
 from __future__ import annotations
@@ -21,3 +22,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint or weights file that cannot be used as asked; names the file and the mismatch."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or weight; the message names the step and the value (``pspl-train`` exits with 3)."""

@@ -14,9 +14,8 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from pspl_lightning.callbacks.guards import TrainingDiverged
 from pspl_lightning.callbacks.pace import PSPLPace
-from pspl_lightning.errors import ConfigError
+from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.fast_paths import prepare_network
 from pspl_lightning.losses.pspl import PSPLLoss
 from pspl_lightning.metrics import PSNR, SSIM

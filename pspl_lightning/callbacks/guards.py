@@ -11,11 +11,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from pspl_lightning.errors import TrainingDiverged
+
 log = logging.getLogger("pspl_lightning")
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss or weight; the message names the step and the value."""
 
 
 class LastCheckpoint(Callback):

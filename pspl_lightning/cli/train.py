@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
 from pspl_lightning.cli.run_folder import resolve_resume
-from pspl_lightning.errors import UserError
+from pspl_lightning.errors import TrainingDiverged, UserError
 
 log = logging.getLogger("pspl_lightning")
 
@@ -61,10 +63,15 @@ def report(metrics_file: Path) -> dict[str, float]:
     return metrics
 
 
+def remove_unused_run_folder(folder: Path) -> None:
+    """A mistake leaves no run folder behind: remove this invocation's folder when it holds nothing but
+    Hydra's record of the command (``.hydra/``) and its log; a folder with anything else is kept."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(folder)
+
+
 def _failure(exc: BaseException) -> tuple[str, int] | None:
     """(the one line for the user, the exit status) for an expected way to stop; None for a bug."""
-    from pspl_lightning.callbacks.guards import TrainingDiverged  # loaded by now: training started
-
     for err in (exc, exc.__cause__):  # Hydra's instantiate wraps what a constructor raised
         if isinstance(err, UserError):
             return f"Invalid configuration: {err}", 2
@@ -86,6 +93,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         log.error(failure[0])
         if hydra_runtime()[0]:  # in a sweep, one failed job must not end the others: NaN marks it failed
             return float("nan")
+        if failure[1] == 2:
+            remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
         sys.exit(failure[1])
     return metrics.get(str(cfg.optimized_metric))  # the objective a Hydra sweeper (Optuna) optimises
 
