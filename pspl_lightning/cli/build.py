@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from pspl_lightning.callbacks.results import FinalResults
 from pspl_lightning.checkpointing import AtomicCheckpointIO
 from pspl_lightning.cli.run_folder import resolved_config
-from pspl_lightning.errors import UserError
+from pspl_lightning.errors import ConfigError, UserError
 from pspl_lightning.inference.warm_start import load_matching_weights
 from pspl_lightning.module import SRModule
 
@@ -52,8 +53,17 @@ def build_module(cfg: DictConfig, val_set_names: list[str] | None = None,
     return module
 
 
+def check_accelerator(accelerator: str) -> None:
+    """A GPU trainer on a machine without CUDA: say which trainer options work here."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} asks for a GPU, but CUDA is not available on "
+                          f"this machine: use trainer=default (the GPU when there is one, else the CPU), "
+                          f"trainer=cpu, or trainer=ddp_cpu (2 CPU processes)")
+
+
 def build_trainer(cfg: DictConfig, output_dir: Path) -> tuple[L.Trainer, list[Logger]]:
     """The Trainer with the configured loggers and callbacks, end-of-run results and atomic checkpoints."""
+    check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     loggers: list[Logger] = build_group(cfg.get("logger"))
     callbacks: list[Callback] = build_group(cfg.get("callbacks"))
     callbacks.append(FinalResults(output_dir))
