@@ -20,6 +20,10 @@ class DataError(UserError):
     """A dataset that cannot be used as asked (layout, sizes, too few images); names the folder or file."""
 
 
+class DataNotFoundError(DataError, FileNotFoundError):
+    """A dataset folder or file that does not exist (also a ``FileNotFoundError``)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint or weights file that cannot be used as asked; names the file and the mismatch."""
 

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from pspl_lightning.cli.hydra_setup import config_dir, project_root
 from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
-from pspl_lightning.errors import ConfigError
+from pspl_lightning.errors import ConfigError, DataNotFoundError
 from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger("pspl_lightning")
@@ -62,10 +62,10 @@ def prepare(overrides: list[str]) -> dict:
 def make_lr_folder(hr_dir: Path, out_dir: Path, scales: list[int]) -> tuple[int, int]:
     """Write ``out_dir/X<s>/<stem>x<s>.png`` for every HR image; return (written, kept)."""
     if not hr_dir.is_dir():
-        raise FileNotFoundError(f"HR folder {hr_dir} does not exist")
+        raise DataNotFoundError(f"HR folder {hr_dir} does not exist")
     files = list_images(hr_dir)
     if not files:
-        raise FileNotFoundError(f"{hr_dir} holds no images")
+        raise DataNotFoundError(f"{hr_dir} holds no images")
     written = kept = 0
     for hr_file in files:
         targets = {s: out_dir / f"X{s}" / f"{hr_file.stem}x{s}.png" for s in scales}

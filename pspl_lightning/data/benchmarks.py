@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pspl_lightning.data.io import list_images
+from pspl_lightning.errors import DataNotFoundError
 
 BENCHMARK_SETS = {
     "set5": "Set5",
@@ -34,14 +35,14 @@ def find_set_dir(root: str | Path, name: str) -> Path:
     """The folder of benchmark ``name`` under ``root`` (exact, canonical or case-insensitive match)."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"benchmark root {root} does not exist; {LAYOUT_HELP}")
+        raise DataNotFoundError(f"benchmark root {root} does not exist; {LAYOUT_HELP}")
     wanted = {name.lower(), BENCHMARK_SETS.get(name.lower(), name).lower()}
     if name.lower() in ("b100", "bsd100"):
         wanted |= {"b100", "bsd100"}
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name.lower() in wanted:
             return child
-    raise FileNotFoundError(f"benchmark set {name!r} not found under {root}; {LAYOUT_HELP}")
+    raise DataNotFoundError(f"benchmark set {name!r} not found under {root}; {LAYOUT_HELP}")
 
 
 def benchmark_files(set_dir: str | Path, scale: int) -> list[tuple[Path | None, Path]]:
@@ -50,7 +51,7 @@ def benchmark_files(set_dir: str | Path, scale: int) -> list[tuple[Path | None, 
     hr_dir = set_dir / "HR" if (set_dir / "HR").is_dir() else set_dir
     hr_files = list_images(hr_dir)
     if not hr_files:
-        raise FileNotFoundError(f"no images in {hr_dir}; {LAYOUT_HELP}")
+        raise DataNotFoundError(f"no images in {hr_dir}; {LAYOUT_HELP}")
     lr_dir = set_dir / "LR_bicubic" / f"X{scale}"
     pairs: list[tuple[Path | None, Path]] = []
     for hr in hr_files:

@@ -24,6 +24,7 @@ import numpy as np
 
 from pspl_lightning.atomic import atomic_path
 from pspl_lightning.data.io import read_image
+from pspl_lightning.errors import DataNotFoundError
 from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class DecodedCache:
         """Shape of a fresh entry; raises if it is missing or stale (run :meth:`ensure` first)."""
         shape = self.cached_shape(item)
         if shape is None:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"no fresh cache entry for {item.source} ({item.variant}) in {self.cache_dir}"
             )
         return shape

@@ -8,11 +8,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pspl_lightning.atomic import atomic_path
+from pspl_lightning.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(DataError):
     """An image file that cannot be decoded; the message names the file."""
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from pspl_lightning.data.cache import CacheItem, DecodedCache, MappedPairs
 from pspl_lightning.data.datasets import ImagePair
 from pspl_lightning.data.io import read_image
+from pspl_lightning.errors import DataError
 from pspl_lightning.imresize import make_lr
 
 PathPair = tuple[Path | None, Path]  # (LR file or None, HR file)
@@ -27,12 +28,12 @@ def check_pair_shape(lr_shape: tuple[int, ...], hr_shape: tuple[int, ...], scale
     lh, lw = lr_shape[:2]
     hh, hw = hr_shape[:2]
     if not (lh * scale <= hh < (lh + 1) * scale and lw * scale <= hw < (lw + 1) * scale):
-        raise ValueError(
+        raise DataError(
             f"LR/HR sizes disagree with scale {scale}: {lr_path} is {lw}x{lh} (WxH), so {hr_path} should be "
             f"{lw * scale}x{lh * scale} (up to {scale - 1} extra pixels), but it is {hw}x{hh}"
         )
     if min(lh, lw) < min_lr_size:
-        raise ValueError(
+        raise DataError(
             f"{_lr_name(lr_path, hr_path, scale)} is {lw}x{lh} (WxH): smaller than the LR patch of "
             f"{min_lr_size} pixels (data.patch_size / data.scale); lower data.patch_size or remove the image"
         )

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Sampler
 
+from pspl_lightning.errors import DataError
+
 _SEED_STRIDE = 1_000_003  # mixes (seed, epoch) into one generator seed without collisions in practice
 
 
@@ -29,7 +31,7 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  position_fn: Callable[[], int] | None = None, batches_multiple_of: int = 1) -> None:
         if num_items < world_size * batch_size:
-            raise ValueError(
+            raise DataError(
                 f"{num_items} training samples cannot fill one batch of {batch_size} on each of {world_size} "
                 f"ranks; raise data.repeat or lower data.batch_size"
             )
@@ -42,7 +44,7 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         per_rank = num_items // world_size // batch_size
         self.batches_per_epoch = per_rank - per_rank % batches_multiple_of
         if self.batches_per_epoch == 0:
-            raise ValueError(
+            raise DataError(
                 f"{num_items} training samples give {per_rank} batches of {batch_size} per rank, fewer than "
                 f"trainer.accumulate_grad_batches={batches_multiple_of}; raise data.repeat"
             )
