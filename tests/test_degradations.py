@@ -238,3 +238,36 @@ def test_matlab_bicubic_batches_like_single_images() -> None:
     batch = matlab_bicubic(_batch(*imgs), 3)
     for i, img in enumerate(imgs):
         np.testing.assert_array_equal(_hwc(batch[i]), make_lr(img, 3))
+
+
+def test_blur_kernels_against_their_definitions() -> None:
+    """Isotropic = kornia's k x k Gaussian zero-padded; anisotropic: the second moments of a Gaussian with
+    stds (sx, sy) turned by theta, R diag(sx^2, sy^2) R^T; motion: kornia's line; off: the identity."""
+    from kornia.filters import get_gaussian_kernel2d, get_motion_kernel2d
+
+    from pspl_lightning.degradations.kernels import blur_kernels
+
+    kind = torch.tensor([0, 1, 2, 1])  # iso, aniso, motion, aniso (off)
+    ksize = torch.tensor([7, 41, 9, 41])
+    sx, sy = torch.tensor([1.2, 4.0, 1.0, 4.0], dtype=torch.float64), torch.tensor([1.2, 1.5, 1.0, 1.5])
+    theta = torch.tensor([0.0, 0.6, 0.0, 0.6], dtype=torch.float64)
+    angle, direction = torch.tensor([0.0, 0.0, 30.0, 0.0]), torch.tensor([0.0, 0.0, 0.5, 0.0])
+    on = torch.tensor([True, True, True, False])
+    k = blur_kernels(41, kind, ksize, sx, sy.double(), theta, angle, direction, on)
+    assert k.shape == (4, 41, 41) and k.dtype == torch.float32
+    iso = get_gaussian_kernel2d((7, 7), torch.tensor([[1.2, 1.2]], dtype=torch.float64))[0]
+    torch.testing.assert_close(k[0, 17:24, 17:24].double(), iso, rtol=0, atol=1e-7)
+    outside = torch.ones(41, 41, dtype=torch.bool)
+    outside[17:24, 17:24] = False
+    assert not k[0][outside].any()  # zero outside its own 7 x 7 window
+    r = torch.arange(41, dtype=torch.float64) - 20
+    yy, xx = torch.meshgrid(r, r, indexing="ij")
+    w = k[1].double()
+    cov = torch.tensor([[float((w * xx * xx).sum()), float((w * xx * yy).sum())],
+                        [float((w * xx * yy).sum()), float((w * yy * yy).sum())]])
+    c, s = np.cos(0.6), np.sin(0.6)
+    rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float32)
+    torch.testing.assert_close(cov, rot @ torch.diag(torch.tensor([16.0, 2.25])) @ rot.T, rtol=0, atol=0.05)
+    motion = get_motion_kernel2d(9, torch.tensor([30.0]), torch.tensor([0.5]))[0]
+    torch.testing.assert_close(k[2, 16:25, 16:25], motion, rtol=0, atol=1e-7)
+    assert float(k[3, 20, 20]) == 1.0 and float(k[3].abs().sum()) == 1.0

@@ -155,8 +155,10 @@ class PairedSRDataModule(L.LightningDataModule):
         return torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
 
     def train_dataset(self) -> PatchDataset:
-        kind = HRPatchDataset if self.synthetic else PatchDataset
-        return kind(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
+        if self.synthetic:  # the degradation's random numbers are drawn in the loader's workers
+            return HRPatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment,
+                                  draw=self.degradation.draw)
+        return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -189,14 +191,19 @@ class PairedSRDataModule(L.LightningDataModule):
         datasets = [HRDataset(pairs, self.val_keys[name]) if self.synthetic else PairDataset(pairs)
                     for name, pairs in self.val_pairs.items()]
         return [DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), rank, world), num_workers=0,
-                           pin_memory=self._pin()) for ds in datasets]
+                           pin_memory=self._pin(), collate_fn=collate_patches if self.synthetic else None)
+                for ds in datasets]
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """An HR-only batch: draw its degradation's random numbers on the CPU, from each image's key."""
+        """An HR-only batch: its degradation's random numbers, drawn on the CPU from each image's key (by the
+        training loader's workers already, here for validation images)."""
         if not isinstance(batch, HRBatch):
             return batch
         scored = bool(torch.as_tensor(batch.scored).all())
-        return _Degrading(batch.hr, self.degradation.draw(batch.key, batch.hr.shape[-2:]), scored)
+        draws = batch.draws
+        if draws is None:
+            draws = self.degradation.draw(batch.key, batch.hr.shape[-2:])
+        return _Degrading(batch.hr, draws, scored)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Make the LR images on the device (Lightning calls this, in preference to the module's hook, for

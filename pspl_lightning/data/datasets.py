@@ -3,7 +3,7 @@ their HR-only twins for degradations made on the device (items carry a key that 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -103,11 +103,14 @@ class PatchDataset(Dataset):
 
 class HRBatch(NamedTuple):
     """HR images (uint8, B x 3 x H x W) and one int64 key per image, from which the DataModule makes the LR
-    images on the device; ``scored`` is False for a validation padding entry (run, not scored)."""
+    images on the device; ``scored`` is False for a validation padding entry (run, not scored); ``draws``
+    are the degradation's random numbers when the loader drew them already (in its workers)."""
 
     hr: Tensor
     key: Tensor
     scored: bool | Tensor = True
+    draws: dict[str, Any] | None = None
+
 
 
 class HRPatchDataset(PatchDataset):
@@ -116,12 +119,15 @@ class HRPatchDataset(PatchDataset):
 
     ``images`` are H x W x 3 uint8 arrays (multiples of the scale). Items are :class:`HRBatch`; the key of a
     sample is its seed from the resumable sampler (a plain index gets one from torch's global generator).
+    ``draw(keys, size)`` (a degradation's) runs on each whole batch here, i.e. in the DataLoader workers,
+    in parallel and ahead of the device; its result is a function of the keys alone.
     """
 
     def __init__(self, images: Sequence[np.ndarray], scale: int, patch_size: int, repeat: int = 1,
-                 augment: bool = True) -> None:
+                 augment: bool = True, draw: Callable[[Tensor, tuple[int, int]], dict[str, Any]] | None = None
+                 ) -> None:
         super().__init__(images, scale, patch_size, repeat, augment)  # (checks; ``pairs`` holds the images)
-        self.images = images
+        self.images, self.draw = images, draw
 
     def _crop(self, index: int, u: float, v: float) -> tuple[None, np.ndarray]:  # type: ignore[override]
         hr = self.images[index % len(self.images)]
@@ -150,13 +156,18 @@ class HRPatchDataset(PatchDataset):
             if self.augment:
                 hr = augment_image(hr, *(f < 0.5 for f in flips))
             out[i] = hr.transpose(2, 0, 1)
-        return HRBatch(torch.from_numpy(out), keys)
+        size = (self.patch_size, self.patch_size)
+        return HRBatch(torch.from_numpy(out), keys, True, self.draw(keys, size) if self.draw else None)
 
 
 def collate_patches(batch: Any) -> Any:
-    """Collate for :class:`PatchDataset`: batches from ``__getitems__`` arrive stacked already."""
+    """Collate for :class:`PatchDataset` (batches from ``__getitems__`` arrive stacked already) and for
+    single :class:`HRBatch` items (stacked, without draws)."""
     if isinstance(batch, HRBatch) or (isinstance(batch, tuple) and all(isinstance(t, Tensor) for t in batch)):
         return batch
+    if isinstance(batch, list) and batch and isinstance(batch[0], HRBatch):
+        return HRBatch(torch.stack([b.hr for b in batch]), torch.stack([b.key for b in batch]),
+                       torch.tensor([bool(b.scored) for b in batch]))
     return default_collate(batch)
 
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pspl_lightning.degradations.base import Degradation, check_number, check_odd_size, check_range, mix
-from pspl_lightning.degradations.kernels import KERNEL_TYPES, blur_kernel, identity_kernel, pad_kernel
+from pspl_lightning.degradations.kernels import KERNEL_TYPES, blur_kernels
 from pspl_lightning.errors import ConfigError
 
 RESIZE_KINDS = ("up", "down", "keep")
@@ -195,23 +195,11 @@ class Realistic(Degradation):
             "jpeg_quality": _lerp(u[:, 14], stage.jpeg_quality),
         }
         d["sigma_y"] = torch.where(d["kernel_type"] == KERNEL_TYPES.index("iso"), d["sigma_x"], d["sigma_y"])
-        d["kernels"] = self._kernels(stage, d)
+        d["kernels"] = blur_kernels(stage.kernel_size[1], d["kernel_type"], d["kernel_size"], d["sigma_x"],
+                                    d["sigma_y"], d["theta"], d["motion_angle"], d["motion_direction"],
+                                    d["blur"])
         d["noise_field"] = torch.where(_per_sample(d["gray"]), z[:, :1].expand_as(z), z)
         return d
-
-    @staticmethod
-    def _kernels(stage: Stage, d: dict[str, Any]) -> Tensor:
-        size = stage.kernel_size[1]
-        kernels = []
-        for b in range(len(d["blur"])):
-            if not d["blur"][b]:
-                kernels.append(identity_kernel(size))
-                continue
-            k = blur_kernel(KERNEL_TYPES[int(d["kernel_type"][b])], int(d["kernel_size"][b]),
-                            float(d["sigma_x"][b]), float(d["sigma_y"][b]), float(d["theta"][b]),
-                            float(d["motion_angle"][b]), float(d["motion_direction"][b]))
-            kernels.append(pad_kernel(k, size))
-        return torch.stack(kernels)
 
     def draw(self, keys: Tensor, size: Sequence[int]) -> dict[str, Any]:
         """Per-batch resizes (from all the batch's keys) and per-sample stage parameters and noise fields."""
