@@ -122,6 +122,20 @@ def test_launcher_config_composes_and_is_typed(train_cfg) -> None:
         train_cfg("hydra/launcher=local_parallel", "hydra.launcher.n_jobs=many")
 
 
+def test_entry_point_imports_nothing_optional_and_names_the_missing_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    code = ("import sys, hydra_plugins.pspl_launchers.local_parallel; "
+            "print(sorted(m for m in ('submitit', 'torch', 'lightning') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(ROOT), capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr  # Hydra imports it at each start
+    from hydra_plugins.pspl_launchers.local_parallel import LocalParallelLauncher
+
+    monkeypatch.setitem(sys.modules, "hydra_plugins.hydra_submitit_launcher.submitit_launcher", None)
+    monkeypatch.delitem(sys.modules, "pspl_lightning.launch.local_parallel", raising=False)
+    with pytest.raises(ImportError, match=r"local_parallel needs hydra-submitit-launcher: pip install -e"):
+        LocalParallelLauncher(n_jobs=2)
+
+
 def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path, tmp_path: Path) -> None:
     barrier = tmp_path / "barrier"
     proc = _sweep([*SWEEP, f"data.root={sample_root}", "trainer=cpu", "trainer.max_steps=2", "logger=wandb",
