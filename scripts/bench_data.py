@@ -2,11 +2,15 @@
 natural 1/f spectrum): (a) our DataModule (decoded cache, memory-mapped crops, whole-batch fetch),
 (b) decode the whole PNG pair per sample, (c) load the whole decoded array pair per sample (the EDSR /
 PSPL reference's cached mode). HR patch 96, x2, flips and transpose on; one process, then with workers.
+Then on-device LR synthesis: batches per second of each degradation (bicubic, bd, dn, realistic) on a
+batch of HR patches, on the CPU and, where CUDA is present, on the GPU; the CPU-side random draws (done in
+the DataLoader workers during training) are timed on their own.
 
-    python scripts/bench_data.py [--images 4] [--workers 2] [--seconds 5]
+    python scripts/bench_data.py [--images 4] [--workers 2] [--seconds 5] [--synthesis-only]
 
-Prints a table, then (last line) one JSON object: ``patches_per_s`` per loader and mode, and
-``speedup_vs_whole_array``.
+Prints tables, then (last line) one JSON object: ``patches_per_s`` per loader and mode,
+``speedup_vs_whole_array``, ``synthesis_batches_per_s`` per device and degradation (draw + apply, one
+thread on the CPU) and ``synthesis_draw_ms`` (the CPU draws alone, per batch).
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 from pspl_lightning.data import DIV2KDataModule
 from pspl_lightning.data.datasets import _to_chw, augment_pair
 from pspl_lightning.data.io import read_image
-from pspl_lightning.data.synthetic import make_div2k_folder
+from pspl_lightning.data.synthetic import make_div2k_folder, natural_image
+from pspl_lightning.degradations import Bicubic, BlurDown, NoisyBicubic, Realistic
+
+DEGRADATIONS = {"bicubic": Bicubic, "bd": BlurDown, "dn": NoisyBicubic, "realistic": Realistic}
 
 
 class _WholeImagePerSample(Dataset):
@@ -63,6 +70,46 @@ def patches_per_second(loader: DataLoader, seconds: float, min_batches: int = 2)
             return n / elapsed
 
 
+def _timed(fn, seconds: float, sync, min_calls: int = 3) -> float:
+    """Median seconds per call of ``fn`` over >= ``seconds`` (after one warm-up call)."""
+    fn()
+    sync()
+    times, start = [], time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def synthesis(batch: int, patch: int, scale: int, seconds: float) -> tuple[dict, dict]:
+    """({device: {degradation: batches/s}}, {degradation: CPU draw ms}) on natural-image HR patches."""
+    img = natural_image(patch * 4, patch * 4, seed=1)
+    rng = np.random.default_rng(0)
+    tops = rng.integers(0, patch * 3, (batch, 2))
+    hr_cpu = torch.from_numpy(np.stack([img[t:t + patch, u:u + patch] for t, u in tops])).permute(0, 3, 1, 2)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    rates: dict[str, dict[str, float]] = {}
+    draw_ms: dict[str, float] = {}
+    threads = torch.get_num_threads()
+    for device in devices:
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        hr = hr_cpu.contiguous().to(device)
+        torch.set_num_threads(1 if device == "cpu" else threads)  # the CPU figure: one thread, as a worker
+        for name, cls in DEGRADATIONS.items():
+            deg = cls(scale)
+            steps = iter(range(1 << 30))  # new keys every batch, as in training
+            rates.setdefault(device, {})[name] = 1.0 / _timed(
+                lambda deg=deg, hr=hr, steps=steps: deg(hr, torch.arange(batch) + batch * next(steps)),
+                seconds, sync)
+            if device == "cpu":
+                draw_ms[name] = 1e3 * _timed(lambda deg=deg: deg.draw(torch.arange(batch), (patch, patch)),
+                                             seconds / 2, sync)
+    torch.set_num_threads(threads)
+    return rates, draw_ms
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,8 +121,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers")
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per loader and mode")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--synthesis-only", action="store_true", help="only the on-device synthesis rows")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
+    rates, draw_ms = synthesis(args.batch, args.patch, args.scale, args.seconds)
+    print(f"\nLR synthesis, batch {args.batch} of HR {args.patch}x{args.patch}, x{args.scale}; batches per "
+          f"second (CPU: one thread; draws: CPU ms per batch, made in the loader workers when training)")
+    print(f"{'device':<10}" + "".join(f"{n:>12}" for n in DEGRADATIONS))
+    for device, row in rates.items():
+        print(f"{device:<10}" + "".join(f"{row[n]:>12.1f}" for n in DEGRADATIONS))
+    print(f"{'draw ms':<10}" + "".join(f"{draw_ms[n]:>12.2f}" for n in DEGRADATIONS))
+    synthesis_report = {
+        "synthesis_batches_per_s": {d: {n: round(v, 2) for n, v in row.items()} for d, row in rates.items()},
+        "synthesis_draw_ms": {n: round(v, 3) for n, v in draw_ms.items()},
+    }
+    if args.synthesis_only:
+        config = {"patch": args.patch, "scale": args.scale, "batch": args.batch, "cpus": os.cpu_count(),
+                  "cuda": torch.cuda.is_available()}
+        report = {**synthesis_report, "config": config}
+        print(json.dumps(report))
+        return report
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp) / "DIV2K"
@@ -131,6 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "patches_per_s": {name: {m: round(v, 1) for m, v in row.items()} for name, row in results.items()},
         "speedup_vs_whole_array": {m: round(v, 2) for m, v in speedup.items()},
+        **synthesis_report,
         "config": {"images": args.images, "size": [h, w], "patch": args.patch, "scale": args.scale,
                    "batch": args.batch, "workers": args.workers, "cpus": os.cpu_count()},
     }

@@ -142,3 +142,19 @@ def test_eval_refuses_a_bad_degradation_before_any_image(hr_dir: Path, tmp_path:
     with pytest.raises(ConfigError, match=r"degradation.stage1.kernel_size=8 is not allowed"):
         evaluate(cfg, _quiet())
     assert not (tmp_path / "run" / "lr").exists()
+
+
+def test_bench_reports_on_device_synthesis(capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_data", Path(__file__).parents[1] / "scripts" /
+                                                  "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--synthesis-only", "--seconds", "0.05", "--patch", "48", "--batch", "4"])
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    names = {"bicubic", "bd", "dn", "realistic"}
+    assert set(report["synthesis_batches_per_s"]["cpu"]) == names == set(report["synthesis_draw_ms"])
+    assert all(v > 0 for v in report["synthesis_batches_per_s"]["cpu"].values())
+    assert report["synthesis_draw_ms"]["realistic"] > report["synthesis_draw_ms"]["bd"]  # BD draws nothing
+    assert ("cuda" in report["synthesis_batches_per_s"]) == torch.cuda.is_available()
