@@ -180,8 +180,13 @@ def plot(arms: Sequence[Arm], summary: dict, out: Path, step_unit: int, target: 
     plt.close(fig)
 
 
-def run_sweep(sweep: Path, arm_key: str, arm_values: Sequence[str], seeds: Sequence[int],
-              val_every: int | None, overrides: Sequence[str]) -> None:
+def arms_for(preset: str | None) -> tuple[str, list[str]]:
+    """The swept key and its two values, PSPL first: ``loss=pspl,l1`` or ``experiment=<preset>_{pspl,l1}``."""
+    return ("experiment", [f"{preset}_pspl", f"{preset}_l1"]) if preset else ("loss", ["pspl", "l1"])
+
+
+def sweep_command(sweep: Path, arm_key: str, arm_values: Sequence[str], seeds: Sequence[int],
+                  val_every: int | None, overrides: Sequence[str]) -> list[str]:
     """``pspl-train -m`` over the arms and seeds into ``sweep`` (CSV logs unless a logger is given)."""
     cmd = [sys.executable, "-m", "pspl_lightning.cli.train", "-m", f"{arm_key}={','.join(arm_values)}",
            f"seed={','.join(map(str, seeds))}", f"hydra.sweep.dir={sweep}"]
@@ -189,7 +194,11 @@ def run_sweep(sweep: Path, arm_key: str, arm_values: Sequence[str], seeds: Seque
         cmd.append(f"schedule.val_every_n_steps={val_every}")
     if not any(o.startswith(("logger=", "+logger")) for o in overrides):
         cmd.append("logger=csv")
-    cmd += list(overrides)
+    return cmd + list(overrides)
+
+
+def run_sweep(cmd: list[str], sweep: Path) -> None:
+    """Run the sweep command, its output going to the console."""
     print("+", " ".join(cmd), flush=True)
     if subprocess.run(cmd).returncode != 0:
         raise SystemExit(f"the sweep failed (command above); its runs are in {sweep}")
@@ -222,8 +231,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
-    arm_key = "experiment" if args.preset else "loss"
-    arm_values = [f"{args.preset}_pspl", f"{args.preset}_l1"] if args.preset else ["pspl", "l1"]
+    arm_key, arm_values = arms_for(args.preset)
     if args.runs and overrides:
         raise SystemExit(f"--runs reads a finished sweep: the overrides {overrides} would have no effect")
     sweep = args.runs
@@ -232,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         name = f"pspl_vs_l1_{datetime.now():%Y-%m-%d_%H-%M-%S}"
         sweep = args.sweep_dir or root / "outputs" / "train" / "multiruns" / name
         val_every = args.val_every if args.val_every is not None else (None if args.preset else 20)
-        run_sweep(sweep, arm_key, arm_values, args.seeds, val_every, overrides)
+        run_sweep(sweep_command(sweep, arm_key, arm_values, args.seeds, val_every, overrides), sweep)
     arms = read_sweep(sweep, arm_key)
     order = {v: i for i, v in enumerate(arm_values)}
     arms.sort(key=lambda a: order.get(a.name, len(order)))

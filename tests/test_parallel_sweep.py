@@ -150,6 +150,7 @@ def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path,
     wandb_ids, overrides, records = set(), set(), []
     for job in jobs:
         assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
+        assert "Sweep job" in (job / "train.log").read_text()  # its own log, with what it was given
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1, f"{job}: expected one W&B run, got {runs}"
         wandb_ids.add(runs[0].name.rsplit("-", 1)[-1])
@@ -182,6 +183,7 @@ def test_a_dead_job_does_not_end_the_parallel_sweep(sample_root: Path, tmp_path:
     jobs = _jobs(tmp_path)
     assert not (jobs[0] / "metrics.json").exists()
     assert [json.loads((j / "metrics.json").read_text())["global_step"] for j in jobs[1:]] == [2, 2]
+    assert json.loads((jobs[1] / "launch.json").read_text())["CUDA_VISIBLE_DEVICES"] == ""  # CPU jobs
 
 
 def test_bad_launcher_settings_stop_before_any_job(sample_root: Path, tmp_path: Path) -> None:

@@ -24,12 +24,13 @@ CURVES = {("pspl", 1): [30.0, 31.0, 32.0], ("pspl", 2): [29.0, 31.7, 32.5],
           ("l1", 1): [28.0, 30.0, 31.5], ("l1", 2): [28.5, 30.5, 31.0]}
 
 
-def _fake_sweep(root: Path) -> Path:
+def _fake_sweep(root: Path, key: str = "loss", prefix: str = "") -> Path:
     """A sweep folder laid out as pspl-train -m writes it, with Lightning's CSV (step index = taken - 1)."""
     for num, ((loss, seed), values) in enumerate(CURVES.items()):
         job = root / str(num)
         (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(f"- loss={loss}\n- seed={seed}\n- logger=csv\n")
+        overrides = [f"{key}={prefix}{loss}", f"seed={seed}", "logger=csv"]
+        (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
         (job / "csv").mkdir()
         with (job / "csv" / "metrics.csv").open("w", newline="") as f:
             writer = csv.writer(f)
@@ -73,6 +74,24 @@ def test_tables_and_first_reach_from_a_sweep_folder(tmp_path: Path,
     (sweep / "3" / "metrics.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"3 \(loss=l1 seed=2\) has no metrics.json"):
         pspl_vs_l1.main(["--runs", str(sweep), "--out", str(tmp_path / "y.png")])
+
+
+def test_presets_sweep_the_experiments_with_their_own_schedule(tmp_path: Path) -> None:
+    key, values = pspl_vs_l1.arms_for("edsr_baseline_x2")
+    assert (key, values) == ("experiment", ["edsr_baseline_x2_pspl", "edsr_baseline_x2_l1"])
+    configs = Path(__file__).resolve().parents[1] / "configs" / "experiment"
+    assert all((configs / f"{v}.yaml").is_file() for v in values)
+    cmd = pspl_vs_l1.sweep_command(tmp_path, key, values, [42, 43, 44], None, ["data.root=/d"])
+    assert cmd[3:] == ["-m", "experiment=edsr_baseline_x2_pspl,edsr_baseline_x2_l1", "seed=42,43,44",
+                       f"hydra.sweep.dir={tmp_path}", "logger=csv", "data.root=/d"]
+    cmd = pspl_vs_l1.sweep_command(tmp_path, *pspl_vs_l1.arms_for(None), [1], 20, ["logger=[csv,wandb]"])
+    assert cmd[3:] == ["-m", "loss=pspl,l1", "seed=1", f"hydra.sweep.dir={tmp_path}",
+                       "schedule.val_every_n_steps=20", "logger=[csv,wandb]"]
+    sweep = _fake_sweep(tmp_path / "sweep", "experiment", "edsr_baseline_x2_")
+    summary = pspl_vs_l1.main(["--runs", str(sweep), "--preset", "edsr_baseline_x2", "--out",
+                               str(tmp_path / "p.png")])
+    assert list(summary["arms"]) == values and summary["target"] == pytest.approx(31.25)
+    assert (tmp_path / "p.md").read_text().startswith("| seed | PSPL | L1 | PSPL - L1 |")
 
 
 def test_runs_the_sweep_and_reads_back_what_the_runs_wrote(sample_root: Path, tmp_path: Path,
