@@ -2,13 +2,16 @@
 
     python scripts/bench_step.py                          # CPU or the visible GPU, the issue's setting
     python scripts/bench_step.py --precision bf16-mixed --channels-last --compile   # GPU fast paths
+    python scripts/bench_step.py --skip-steps --variants  # the loss alone: every SSIM variant tried
 
 A step is network forward, loss, backward and an Adam step, with the network and loss built from the
 training configs (``model=edsr_baseline``, ``loss=pspl`` / ``loss=l1``) by Hydra, so the figures follow
 the configs. The two losses run interleaved (A B A B ...) after a warm-up; the PSPL overhead is the median
 over rounds of the paired ratio ``t_pspl / t_l1`` (pairing cancels slow drifts of a shared machine).
-The loss alone is forward + backward on the HR-sized batch. Peak memory is the process's peak RSS on
-CPU, ``torch.cuda.max_memory_allocated`` on GPU. The last line printed is one JSON object of the figures.
+The loss alone is forward + backward on the HR-sized batch, timed interleaved beside the reference
+method (:class:`ReferencePSPL`), ``loss.ssim_dtype=float64`` and plain L1; ``speedup_vs_*`` are medians
+of the paired per-round ratios, ``first_call_s`` includes a compile. Peak memory is the process's peak
+RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -20,25 +23,36 @@ import os
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.build import build_module
 from pspl_lightning.cli.hydra_setup import config_dir
+from pspl_lightning.filters import gaussian_kernel1d
 from pspl_lightning.losses import PSPLLoss
+from pspl_lightning.losses import ssim as ssim_lib
+from pspl_lightning.losses.ssim import C1, C2
 
 AUTOCAST = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
-    """The training config as ``pspl-train <overrides>`` would compose it (no run folder is made)."""
+    """The training config as ``pspl-train <overrides>`` would compose it (no run folder is made).
+
+    ``paths.output_dir`` (Hydra's run folder, unset outside a Hydra run) points to a temporary folder that
+    nothing writes to, so that the module's run config resolves.
+    """
+    output_dir = Path(tempfile.gettempdir()) / "pspl_bench_step"
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+        return compose(config_name="train", overrides=[f"paths.output_dir={output_dir}", *overrides])
 
 
 def sync(device: torch.device) -> None:
@@ -106,19 +120,147 @@ def train_step(cfg: DictConfig, device: torch.device, batch: int, lr_patch: int,
     return run
 
 
-def loss_only(loss_fn: torch.nn.Module, device: torch.device, batch: int, size: int) -> Callable[[], None]:
+LOSS_STEP = 500  # the optimizer step whose sigma the loss-alone timings use (0.501 with the defaults)
+
+
+def loss_only(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], device: torch.device, batch: int,
+              size: int) -> Callable[[], None]:
     """Forward + backward of ``loss_fn`` on a B x 3 x size x size batch (the SR output needs a gradient)."""
     gen = torch.Generator().manual_seed(1)
     hr = torch.rand(batch, 3, size, size, generator=gen).to(device)
     sr = (hr + 0.05 * torch.randn(hr.shape, generator=gen).to(device)).requires_grad_(True)
     if isinstance(loss_fn, PSPLLoss):
-        loss_fn.set_step(500)
+        loss_fn.set_step(LOSS_STEP)
 
     def run() -> None:
         sr.grad = None
         loss_fn(sr, hr).backward()
 
     return run
+
+
+class ReferencePSPL(torch.nn.Module):
+    """The reference repository's method, re-implemented cleanly, to time against in the same process.
+
+    SSIM map of the images scaled to 0..255 by depthwise 11 x 11 float32 convolutions (Gaussian sigma 1.5,
+    zero padding 5, the [0, 1] constants), computed with autograd on the SR output and then detached;
+    weights ``max_weight * exp(-((ssim + 1) / sigma)^2)``; L1 of the weighted images on 0..255, divided by
+    255 to compare with :class:`PSPLLoss` (the same value wherever float32 SSIM is exact). The images go
+    channels_last first: PyTorch's depthwise convolution is 5-6x faster so on this CPU (oneDNN) than in
+    NCHW (measured 21 vs 124 ms a call), so the comparison is with the reference's fastest layout.
+    """
+
+    def __init__(self, sigma: float, max_weight: float = 2.0, channels: int = 3) -> None:
+        super().__init__()
+        g = gaussian_kernel1d(11, 1.5)
+        self.register_buffer("window", torch.outer(g, g).expand(channels, 1, 11, 11).contiguous())
+        self.sigma, self.max_weight, self.channels = sigma, max_weight, channels
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        x, y = (t.mul(255.0).contiguous(memory_format=torch.channels_last) for t in (hr, sr))
+
+        def filt(t: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(t, self.window, padding=5, groups=self.channels)
+
+        mu_x, mu_y = filt(x), filt(y)
+        var_x, var_y, cov = filt(x * x) - mu_x**2, filt(y * y) - mu_y**2, filt(x * y) - mu_x * mu_y
+        ssim = ((2 * mu_x * mu_y + C1) * (2 * cov + C2)) / ((mu_x**2 + mu_y**2 + C1) * (var_x + var_y + C2))
+        w = (self.max_weight * torch.exp(-(((ssim + 1) / self.sigma) ** 2))).detach()
+        return F.l1_loss(y * w, x * w) / 255.0
+
+
+def _unfold_row_stats(xp: torch.Tensor, yp: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+    """Level 1 of the exact method as 11-wide unfold + sum reductions (a variant tried; see --variants)."""
+    r, w = len(taps) // 2, xp.shape[-1] - len(taps) + 1
+    g = torch.tensor(taps, dtype=xp.dtype, device=xp.device)
+    ex = xp.unfold(-1, len(taps), 1) - xp[..., r : r + w, None]
+    ey = yp.unfold(-1, len(taps), 1) - yp[..., r : r + w, None]
+    ep, ed = ex + ey, ex - ey
+    s1p, s2p, s1d, s2d = (ep * g).sum(-1), (ep * ep * g).sum(-1), (ed * g).sum(-1), (ed * ed * g).sum(-1)
+    return torch.stack((s1p, s2p - s1p * s1p, s1d, s2d - s1d * s1d))
+
+
+def _unfold_column_stats(xp: torch.Tensor, yp: torch.Tensor, rows: torch.Tensor, taps: tuple[float, ...],
+                         c1: float, c2: float) -> torch.Tensor:
+    """Level 2 of the exact method as unfold + sum reductions over the column windows."""
+    r = len(taps) // 2
+    h, w = xp.shape[-2] - 2 * r, xp.shape[-1] - 2 * r
+    g = torch.tensor(taps, dtype=xp.dtype, device=xp.device)
+    xc, yc = xp[..., r : r + w], yp[..., r : r + w]
+    off_p, var_ph, off_d, var_dh = rows.unbind(0)
+
+    def win(t: torch.Tensor) -> torch.Tensor:
+        return t.unfold(-2, len(taps), 1)
+
+    x0, y0, op0, od0 = xc[:, r : r + h], yc[:, r : r + h], off_p[:, r : r + h], off_d[:, r : r + h]
+    ex, ey = win(xc) - x0[..., None], win(yc) - y0[..., None]
+    ap, ad = (ex + ey) + (win(off_p) - op0[..., None]), (ex - ey) + (win(off_d) - od0[..., None])
+    t1p, t2p, t1d, t2d = (ap * g).sum(-1), (ap * ap * g).sum(-1), (ad * g).sum(-1), (ad * ad * g).sum(-1)
+    var_p = (win(var_ph) * g).sum(-1) + (t2p - t1p * t1p)
+    var_d = (win(var_dh) * g).sum(-1) + (t2d - t1d * t1d)
+    mu_p, mu_d = (x0 + y0) + (op0 + t1p), (x0 - y0) + (od0 + t1d)
+    return ssim_lib.ssim_from_terms(mu_p, mu_d, var_p, var_d, c1, c2, plus_one=True)
+
+
+def _padded(x: torch.Tensor, y: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b, c, h, w = x.shape
+    return tuple(F.pad(t.reshape(b * c, h, w).float(), (r, r, r, r)) for t in (x, y))
+
+
+def ssim_plus_one_variants() -> dict[str, Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor]]:
+    """SSIM + 1 of (hr, sr) by each exact-float32 variant tried (the default is ``exact_compiled``).
+
+    Each maps ``(hr, sr, c1, c2)`` to a B x C x H x W float32 map.
+    """
+    taps = tuple(gaussian_kernel1d(11, 1.5, dtype=torch.float64).tolist())
+    plain_rows = torch.compile(ssim_lib._row_stats, dynamic=False)
+    plain_columns = torch.compile(ssim_lib._column_stats, dynamic=False)
+    unfold_rows = torch.compile(_unfold_row_stats, dynamic=False)
+    unfold_columns = torch.compile(_unfold_column_stats, dynamic=False)
+
+    def one_graph(x: torch.Tensor, y: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+        xp, yp = _padded(x, y, 5)
+        return ssim_lib._exact_kernels(xp, yp, taps, c1, c2, True)
+
+    one_graph_compiled = torch.compile(one_graph, dynamic=False, options=ssim_lib.INDUCTOR_OPTIONS)
+
+    def with_kernels(rows: Callable, columns: Callable, extra: tuple = ()) -> Callable:
+        def run(x: torch.Tensor, y: torch.Tensor, c1: float, c2: float) -> torch.Tensor:
+            xp, yp = _padded(x, y, 5)
+            return columns(xp, yp, rows(xp, yp, taps), taps, c1, c2, *extra).view(x.shape)
+        return run
+
+    return {
+        "exact_eager": lambda x, y, c1, c2: ssim_lib.ssim_map_exact(x, y, c1=c1, c2=c2, plus_one=True,
+                                                                    backend="eager"),
+        "exact_compiled_one_graph": lambda x, y, c1, c2: one_graph_compiled(x, y, c1, c2).view(x.shape),
+        "exact_compiled_inductor_defaults": with_kernels(plain_rows, plain_columns, (True,)),
+        "exact_compiled_unfold_sums": with_kernels(unfold_rows, unfold_columns),
+        "exact_compiled": lambda x, y, c1, c2: ssim_lib.ssim_map_exact(x, y, c1=c1, c2=c2, plus_one=True,
+                                                                       backend="compiled"),
+        "float64_banded": lambda x, y, c1, c2: ssim_lib.ssim_map(x, y, c1=c1, c2=c2, dtype=torch.float64,
+                                                                 plus_one=True),
+        "float32_banded": lambda x, y, c1, c2: ssim_lib.ssim_map(x, y, c1=c1, c2=c2, dtype=torch.float32,
+                                                                 plus_one=True),
+    }
+
+
+def weighted_l1(plus_one: Callable, sigma: float, official: bool = True,
+                max_weight: float = 2.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A PSPL L1 loss whose weights come from the SSIM + 1 map ``plus_one`` (for timing variants)."""
+    scale = 255.0**2 if official else 1.0
+
+    def loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            s1 = plus_one(hr.detach(), sr.detach(), C1 / scale, C2 / scale)
+            w = s1.div_(sigma).square_().neg_().exp_().mul_(max_weight)
+        return ((sr - hr).abs() * w).mean()
+
+    return loss
+
+
+def _paired_speedup(slow: list[float], fast: list[float]) -> float:
+    return statistics.median(a / b for a, b in zip(slow, fast, strict=True))
 
 
 def _cpu_name() -> str:
@@ -152,6 +294,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's); 1 gives stable figures on a busy machine")
     parser.add_argument("--skip-steps", action="store_true", help="only time the loss alone")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time every exact-float32 SSIM variant tried (compiles each: minutes)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides of the PSPL side, e.g. loss=pspl_normalized")
     args = parser.parse_args()
@@ -172,11 +316,26 @@ def main() -> None:
         "threads": torch.get_num_threads(), "torch": torch.__version__, "precision": args.precision,
         "channels_last": args.channels_last, "compile": args.compile, "batch": args.batch,
         "lr_patch": args.lr_patch, "scale": args.scale, "model": args.model,
-        "ssim_dtype": str(instantiate(cfg_pspl.loss).ssim_dtype).removeprefix("torch."),
     }
-
-    loss_fns = {"pspl": loss_only(instantiate(cfg_pspl.loss).to(device), device, args.batch, hr_size),
-                "l1": loss_only(instantiate(cfg_l1.loss).to(device), device, args.batch, hr_size)}
+    pspl_loss = instantiate(cfg_pspl.loss).to(device)
+    loss_fns = {"pspl": loss_only(pspl_loss, device, args.batch, hr_size)}
+    if isinstance(pspl_loss, PSPLLoss):
+        result["ssim_dtype"] = pspl_loss.ssim_dtype_name
+        start = time.perf_counter()
+        loss_fns["pspl"]()  # the first call compiles the exact kernels (cached on disk for later runs)
+        sync(device)
+        result["first_call_s"] = time.perf_counter() - start
+        sigma = pspl_loss.sigma_at(LOSS_STEP)
+        reference = ReferencePSPL(sigma, pspl_loss.max_weight).to(device)
+        loss_fns["reference"] = loss_only(reference, device, args.batch, hr_size)
+        float64 = instantiate(cfg_pspl.loss, ssim_dtype="float64").to(device)
+        loss_fns["float64"] = loss_only(float64, device, args.batch, hr_size)
+        if args.variants:
+            official = pspl_loss.ssim_mode == "official"
+            for name, fn in ssim_plus_one_variants().items():
+                variant = weighted_l1(fn, sigma, official, pspl_loss.max_weight)
+                loss_fns[name] = loss_only(variant, device, args.batch, hr_size)
+    loss_fns["l1"] = loss_only(instantiate(cfg_l1.loss).to(device), device, args.batch, hr_size)
     loss_wall, loss_cpu = interleaved(loss_fns, args.loss_rounds, 3, device)
     result["loss_ms"] = statistics.median(loss_wall["pspl"]) * 1e3
     result["l1_loss_ms"] = statistics.median(loss_wall["l1"]) * 1e3
@@ -185,6 +344,18 @@ def main() -> None:
     print(f"loss alone, {args.batch} x 3 x {hr_size} x {hr_size}, forward + backward (median of "
           f"{args.loss_rounds}): PSPL {result['loss_ms']:.2f} ms, L1 {result['l1_loss_ms']:.2f} ms "
           f"(CPU time: PSPL {result['loss_cpu_ms']:.2f} ms, L1 {result['l1_loss_cpu_ms']:.2f} ms)")
+    for name in ("reference", "float64"):
+        if name in loss_wall:
+            result[f"{name}_loss_ms"] = statistics.median(loss_wall[name]) * 1e3
+            result[f"speedup_vs_{name}"] = _paired_speedup(loss_wall[name], loss_wall["pspl"])
+            print(f"  {name:<9} {result[f'{name}_loss_ms']:8.2f} ms: the default "
+                  f"({result.get('ssim_dtype')}) is {result[f'speedup_vs_{name}']:.2f}x faster (median of "
+                  f"paired ratios)")
+    if args.variants:
+        result["variants_ms"] = {name: statistics.median(times) * 1e3 for name, times in loss_wall.items()}
+        result["variants_cpu_ms"] = {name: statistics.median(times) * 1e3 for name, times in loss_cpu.items()}
+        for name, ms in result["variants_ms"].items():
+            print(f"  {name:<34} {ms:8.2f} ms  (CPU {result['variants_cpu_ms'][name]:.2f} ms)")
 
     if not args.skip_steps:
         if device.type == "cuda":
@@ -211,7 +382,16 @@ def main() -> None:
               f"{result['pspl_overhead_pct_from_loss']:+.2f}%); "
               f"peak memory {result['peak_memory_mb']:.0f} MB")
     result["load_avg_1min"] = os.getloadavg()[0]
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+    print(json.dumps(_rounded(result)))
+
+
+def _rounded(value: object) -> object:
+    """``value`` with every float rounded to 4 decimals (nested dicts included), for the JSON line."""
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return value
 
 
 if __name__ == "__main__":
