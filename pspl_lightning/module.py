@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from pspl_lightning.callbacks.guards import refuse_nonfinite_checkpoint
 from pspl_lightning.callbacks.pace import PSPLPace
 from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.fast_paths import prepare_network
@@ -157,5 +158,6 @@ class SRModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refuse_nonfinite_checkpoint(checkpoint, self.global_step)  # every save, every rank: never a NaN file
         if self.run_config is not None:
             checkpoint["pspl_config"] = self.run_config

@@ -22,6 +22,7 @@ from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.loggers import CSVLogger
 from tests.conftest import TINY, compose_config
+from tests.fault_probes import tensor_dicts_equal
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -80,41 +81,114 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(sample_root: Pa
     assert all(torch.isfinite(v).all() for v in _net_weights(ckpt).values())
 
 
-def test_nonfinite_loss_can_skip_the_batch(sample_root: Path, tmp_path: Path) -> None:
+def _checkpoints(run: Path) -> dict[str, tuple[int, bool]]:
+    """Every checkpoint file of a run: its global step and whether all its weights are finite."""
+    found = {}
+    for path in sorted((run / "checkpoints").glob("*.ckpt")):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        finite = all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+        found[path.name] = (state["global_step"], finite)
+    return found
+
+
+NAN_AT_4 = ["+callbacks.nan._target_=tests.fault_probes.NaNWeightAt", "+callbacks.nan.step=4",
+            "schedule.checkpoint_every_n_steps=2", "trainer.val_check_interval=100"]
+
+
+@pytest.mark.parametrize(("save", "overrides", "kept"), [
+    # last.ckpt every 2 steps, the weight guard every 100: before, the save at step 4 had no check at all
+    ("every_n_steps", NAN_AT_4, {"last.ckpt": (2, True)}),
+    # the checkpoint and the guard on the same step: before, the checkpoint callback ran first
+    ("with_the_guard", [*NAN_AT_4, "callbacks.nonfinite_guard.every_n_steps=2"], {"last.ckpt": (2, True)}),
+    # SIGTERM right after the NaN step: the save on the way out must not replace the good last.ckpt
+    ("sigterm", [*NAN_AT_4, "+callbacks.term._target_=tests.fault_probes.SigtermAt",
+                 "+callbacks.term.step=4"], {"last.ckpt": (2, True)}),
+    # Lightning's ModelCheckpoint at the validation of step 4 (its first: it would save whatever the score)
+    ("model_checkpoint", [*NAN_AT_4, "callbacks.last_checkpoint=null", "trainer.val_check_interval=4"], {}),
+    ("weights_only", [*NAN_AT_4, "callbacks.last_checkpoint=null", "trainer.val_check_interval=4",
+                      "+callbacks.model_checkpoint.save_weights_only=true"], {}),
+])
+def test_no_checkpoint_with_nonfinite_weights_is_ever_written(sample_root: Path, tmp_path: Path, save: str,
+                                                              overrides: list[str], kept: dict) -> None:
+    cfg = _cfg(tmp_path, sample_root, *overrides)
+    with pytest.raises(TrainingDiverged, match=r"non-finite weight net\.\S+ = nan at step 4; checkpoint not "
+                                               r"written, the last good checkpoint is kept"):
+        train(cfg)
+    assert _checkpoints(Path(cfg.paths.output_dir)) == kept
+
+
+def test_weight_guard_stops_between_checkpoints(sample_root: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, sample_root, "+callbacks.nan._target_=tests.fault_probes.NaNWeightAt",
+               "+callbacks.nan.step=3", "callbacks.nonfinite_guard.every_n_steps=3",
+               "schedule.checkpoint_every_n_steps=2", "trainer.val_check_interval=100")
+    with pytest.raises(TrainingDiverged, match=r"non-finite weight net\.\S+ = nan at step 3; stopped"):
+        train(cfg)  # step 4 would have NaN loss: the guard, not the loss check, stopped the run
+    assert _checkpoints(Path(cfg.paths.output_dir)) == {"last.ckpt": (2, True)}
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "PSPL_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def test_cli_exits_3_on_divergence(sample_root: Path, tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "pspl_lightning.cli.train", *TINY, f"data.root={sample_root}", "loss=l1",
+            "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=1", "trainer.max_steps=4"]
+    proc = subprocess.run(args, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 3, out[-3000:]
+    assert "Training stopped: non-finite training loss nan at step 1; stopped" in out
+    assert "Traceback" not in out
+
+
+def test_skipped_batch_counts_as_a_step_but_changes_no_weight(sample_root: Path, tmp_path: Path) -> None:
+    """on_nonfinite=skip: the batch's update is dropped (weights and Adam's moments and step count untouched),
+    but Lightning counts it as an optimizer step: the global step, hence sigma and the LR schedule, advance,
+    and it counts towards max_steps."""
+    rows = tmp_path / "rows.pt"
     cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=2",
-               "on_nonfinite=skip", "trainer.max_steps=4")
-    metrics = train(cfg)
-    assert metrics["global_step"] == 4  # the skipped batch did not count as a step
-    assert all(torch.isfinite(v).all()
-               for v in _net_weights(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").values())
+               "on_nonfinite=skip", "trainer.max_steps=4", "schedule.lr_milestones=[3]",
+               "+callbacks.rec._target_=tests.fault_probes.StateRecorder", f"+callbacks.rec.path={rows}")
+    assert train(cfg)["global_step"] == 4
+    states = torch.load(rows, weights_only=True)
+    assert [r["global_step"] for r in states] == [1, 2, 3, 4]  # 4 batches, the third one skipped
+    assert [r["scheduler_steps"] for r in states] == [1, 2, 3, 4]
+    assert [r["lr"] for r in states] == pytest.approx([5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    before, skipped, after = states[1], states[2], states[3]
+    assert tensor_dicts_equal(skipped["weights"], before["weights"])  # bit for bit
+    assert len(skipped["adam"]) == len(before["adam"]) > 0
+    for old, new in zip(before["adam"], skipped["adam"], strict=True):
+        assert tensor_dicts_equal(new, old)  # exp_avg, exp_avg_sq and Adam's own step count
+    assert all(float(s["step"]) == 2 for s in skipped["adam"])
+    assert not tensor_dicts_equal(after["weights"], skipped["weights"])  # the next batch trains again
+    assert all(float(s["step"]) == 3 for s in after["adam"])
 
 
-def _wait_for(path: Path, lines: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+def _wait_for(path: Path, lines: int, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.is_file() and len(path.read_text().splitlines()) >= lines:
             return
         if proc.poll() is not None:
-            raise AssertionError(f"training exited early: {proc.communicate()}")
+            raise AssertionError(f"training exited early: {log.read_text()[-3000:]}")
         time.sleep(0.2)
     raise AssertionError(f"{path} did not reach {lines} lines")
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    probe = tmp_path / "probe"
+    env, probe, log = _env(tmp_path), tmp_path / "probe", tmp_path / "train.out"
     args = [sys.executable, "-m", "pspl_lightning.cli.train", *TINY, f"data.root={sample_root}",
             "trainer.max_steps=1000", "trainer.val_check_interval=1000",
             "schedule.checkpoint_every_n_steps=1000",
             "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    _wait_for(probe / "rank0.jsonl", 3, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out[-3000:]
-    assert "Stopped by SIGTERM" in out and "Traceback" not in out
+    with open(log, "w") as out:  # a file, not a pipe: a child that prints a lot never blocks
+        proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _wait_for(probe / "rank0.jsonl", 3, proc, log)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    printed = log.read_text()
+    assert proc.returncode == 143, printed[-3000:]
+    assert "Stopped by SIGTERM" in printed and "Traceback" not in printed
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     stopped_at = ckpt["global_step"]
@@ -128,6 +202,11 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_p
     (fresh,) = (p for p in run.parent.iterdir() if p != run)  # the resuming command's own Hydra folder
     assert (fresh / "resumed_into.txt").read_text().strip() == str(run)
     assert "Resuming" in (run / "train.log").read_text()  # the run's log goes on in its folder
+
+    straight = _cfg(tmp_path / "straight", sample_root, f"trainer.max_steps={stopped_at + 2}")
+    train(straight)  # the same run without the interruption
+    uninterrupted = _net_weights(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert tensor_dicts_equal(_net_weights(run / "checkpoints" / "last.ckpt"), uninterrupted)
 
 
 def test_atomic_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
@@ -154,9 +233,9 @@ def test_run_folders_are_unique_and_resume_picks_the_latest(tmp_path: Path, samp
     runs = tmp_path / "runs"
     for name in ("old", "new", "empty"):
         (runs / name / "checkpoints").mkdir(parents=True)
-    (runs / "old" / "checkpoints" / "last.ckpt").write_bytes(b"0")
-    time.sleep(0.01)
-    (runs / "new" / "checkpoints" / "last.ckpt").write_bytes(b"1")
+    for i, name in enumerate(("old", "new")):  # explicit times: no reliance on the file system's resolution
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"0")
+        os.utime(runs / name / "checkpoints" / "last.ckpt", (1e9 + i, 1e9 + i))
     assert latest_run(runs) == (runs / "new", runs / "new" / "checkpoints" / "last.ckpt")
     assert latest_run(runs, exclude=runs / "new")[0] == runs / "old"
     assert run_checkpoint(runs / "empty") is None

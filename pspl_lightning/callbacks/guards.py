@@ -1,8 +1,11 @@
-"""Guards that keep a run recoverable: checkpoint on preemption, stop on non-finite weights."""
+"""Guards that keep a run recoverable: checkpoint on preemption, stop on non-finite weights, and never
+write a checkpoint whose weights hold a NaN or an Inf."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +54,50 @@ class LastCheckpoint(Callback):
                      exception: BaseException) -> None:
         # Lightning broadcasts SIGTERM to every rank and raises this on all of them at the same step, so
         # the collective save below cannot deadlock; it also covers a signal that arrives mid-validation.
+        # With non-finite weights the save raises TrainingDiverged instead: the run ends as diverged (exit 3).
         if isinstance(exception, SIGTERMException):
             self._save(trainer)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
+def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:
+    """The name and one value of the first floating tensor holding a NaN/Inf, else None (one host sync)."""
+    floats = [(name, t) for name, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        return None
+    finite = torch.stack([torch.isfinite(t).all() for _, t in floats])
+    if bool(finite.all()):
+        return None
+    name, t = floats[int((~finite).nonzero()[0])]
+    return name, t[~torch.isfinite(t)].flatten()[0].item()
+
+
+def _diverged(name: str, value: float, step: int, what: str) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"non-finite weight {name} = {value} at step {step}; {what}, the last good checkpoint is kept in the "
+        f"run's checkpoints/ folder (lower optimizer.lr, or set trainer.gradient_clip_val)"
+    )
+
+
+def refuse_nonfinite_checkpoint(checkpoint: Mapping[str, Any], step: int) -> None:
+    """Raise :class:`TrainingDiverged` instead of letting a checkpoint with a NaN/Inf weight be written.
+
+    Called from ``SRModule.on_save_checkpoint``, which Lightning runs on every rank for every save
+    (``LastCheckpoint``, ``ModelCheckpoint``, SIGTERM, SLURM's ``hpc_ckpt``, weights-only saves), after the
+    callbacks' hooks: under weight averaging ``state_dict`` holds the average and ``current_model_state``
+    the raw weights, and both are checked.
+    """
+    weights = (checkpoint.get(key) or {} for key in ("state_dict", "current_model_state"))
+    bad = first_nonfinite(chain.from_iterable(w.items() for w in weights))
+    if bad is not None:
+        raise _diverged(*bad, step, "checkpoint not written")
+
+
 class NonFiniteWeightGuard(Callback):
     """Every ``every_n_steps`` steps, stop if any network weight is NaN or infinite.
 
-    The training loss is checked at every step by the module; weights are checked less often because it
-    reads every parameter. Raising here keeps the last good checkpoint on disk untouched.
+    The training loss is checked at every step by the module, and every checkpoint's weights before it is
+    written (:func:`refuse_nonfinite_checkpoint`); this also stops a diverged run between checkpoints.
     """
 
     def __init__(self, every_n_steps: int = 100) -> None:
@@ -70,11 +107,6 @@ class NonFiniteWeightGuard(Callback):
                            batch_idx: int) -> None:
         if self.every_n_steps <= 0 or trainer.global_step % self.every_n_steps:
             return
-        for name, param in pl_module.named_parameters():
-            if not torch.isfinite(param).all():
-                bad = param[~torch.isfinite(param)].flatten()[0].item()
-                raise TrainingDiverged(
-                    f"non-finite weight {name} = {bad} after step {trainer.global_step}; the last good "
-                    f"checkpoint is kept in the run's checkpoints/ folder (lower optimizer.lr, or set "
-                    f"trainer.gradient_clip_val)"
-                )
+        bad = first_nonfinite(pl_module.named_parameters())
+        if bad is not None:
+            raise _diverged(*bad, trainer.global_step, "stopped")

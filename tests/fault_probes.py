@@ -1,0 +1,101 @@
+"""Fault injectors and recorders for the reliability tests, importable by spawned and sweep processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback as HydraCallback
+from lightning.pytorch.callbacks import Callback
+from omegaconf import DictConfig
+
+
+class NaNWeightAt(Callback):
+    """Poisons one gradient entry before the optimizer step that makes global step ``step``: Adam then
+    writes a NaN into that weight, while the loss of that step was still finite (a gradient overflow)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: Any) -> None:
+        if trainer.global_step == self.step - 1:
+            param = next(p for p in pl_module.parameters() if p.grad is not None)
+            param.grad.view(-1)[0] = float("nan")
+
+
+class SigtermAt(Callback):
+    """Marks SIGTERM as received at the end of global step ``step``, exactly as Lightning's handler does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            trainer._signal_connector.received_sigterm = True
+
+
+class StrategyProbe(Callback):
+    """Each rank writes the strategy it really runs (class, start method, world size) to ``out_dir``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        strategy = trainer.strategy
+        row = {"strategy": type(strategy).__name__, "start_method": getattr(strategy, "_start_method", None),
+               "world": trainer.world_size, "launcher": type(strategy.launcher).__name__}
+        (self.out_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(row))
+
+
+class StateRecorder(Callback):
+    """After every training batch, records the global step, the weights, Adam's state and the LR
+    scheduler's count (what a skipped batch may or may not change); ``torch.save``s the rows to ``path``."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.rows = Path(path), []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        optimizer = trainer.optimizers[0]
+        self.rows.append({
+            "global_step": trainer.global_step,
+            "weights": {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()},
+            "adam": [{k: v.clone() for k, v in s.items()} for s in optimizer.state.values()],
+            "scheduler_steps": trainer.lr_scheduler_configs[0].scheduler.last_epoch,
+            "lr": optimizer.param_groups[0]["lr"],
+        })
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.save(self.rows, self.path)
+
+
+class ReturnRecorder(HydraCallback):
+    """Hydra callback: appends each sweep job's number, status and return value to ``path`` (JSON lines)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        completed = job_return.status == JobStatus.COMPLETED  # else return_value re-raises the job's error
+        value = job_return.return_value if completed else None
+        row = {"num": int(config.hydra.job.num), "status": job_return.status.name,
+               "value": None if value is None else float(value)}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def rank_files(folder: Path) -> dict[int, dict]:
+    """``rank<r>.json`` files of a folder, by rank."""
+    return {int(p.stem[4:]): json.loads(p.read_text()) for p in sorted(folder.glob("rank*.json"))}
+
+
+def tensor_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """Same keys and bit-identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
