@@ -24,6 +24,10 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """A dataset folder or file that does not exist (also a ``FileNotFoundError``)."""
 
 
+class OutputExistsError(UserError, FileExistsError):
+    """An output file or folder that exists and would be replaced (also a ``FileExistsError``)."""
+
+
 class CheckpointError(UserError):
     """A checkpoint or weights file that cannot be used as asked; names the file and the mismatch."""
 

@@ -1,15 +1,10 @@
-"""What the evaluation and upscaling entry points share: the errors they report, the network asked for."""
+"""What the evaluation and upscaling entry points share: the network a command line asks for."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-
-from pspl_lightning.data.io import ImageReadError
-from pspl_lightning.inference.loading import WeightsError
-
-USER_ERRORS = (WeightsError, FileNotFoundError, FileExistsError, ImageReadError, ValueError)
 
 
 def asked_model(cfg: DictConfig) -> dict[str, Any] | None:

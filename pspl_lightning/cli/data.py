@@ -24,9 +24,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 
+from pspl_lightning.cli.failures import expected_failure, full_error_wanted
 from pspl_lightning.cli.hydra_setup import config_dir, project_root
-from pspl_lightning.data.io import ImageReadError, list_images, read_image, write_png
-from pspl_lightning.errors import ConfigError, DataNotFoundError
+from pspl_lightning.data.io import list_images, read_image, write_png
+from pspl_lightning.errors import ConfigError, DataNotFoundError, UserError
 from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger("pspl_lightning")
@@ -141,11 +142,16 @@ def main(argv: list[str] | None = None) -> None:
         else:
             written, kept = make_lr_folder(args.hr_dir, args.out_dir, args.scale)
             print(f"wrote {written} LR images under {args.out_dir}, kept {kept} that existed")
-    except (FileNotFoundError, FileExistsError, ImageReadError, ValueError) as exc:
-        print(f"pspl-data: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     except HydraException as exc:
-        print(f"pspl-data: error: {_hydra_message(exc)}", file=sys.stderr)
+        if isinstance(expected_failure(exc), UserError):  # a constructor's check, wrapped by instantiate
+            print(f"pspl-data: error: {expected_failure(exc)}", file=sys.stderr)
+        else:
+            print(f"pspl-data: error: {_hydra_message(exc)}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if not isinstance(expected_failure(exc), UserError) or full_error_wanted():
+            raise
+        print(f"pspl-data: error: {expected_failure(exc)}", file=sys.stderr)
         sys.exit(2)
 
 

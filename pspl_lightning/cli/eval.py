@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pspl_lightning.cli.common import USER_ERRORS, asked_model
+from pspl_lightning.cli.common import asked_model
+from pspl_lightning.cli.failures import exit_on_user_error
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.benchmarks import find_set_dir
 from pspl_lightning.data.degrade import degradation_from_config, set_files
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
 from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
@@ -36,7 +37,7 @@ def load_networks(cfg: DictConfig) -> list[LoadedNetwork]:
     """One network per checkpoint in ``cfg.ckpt``, matched one-to-one with ``cfg.scales`` when given."""
     ckpts, scales = [Path(p) for p in _as_list(cfg.ckpt)], [int(s) for s in _as_list(cfg.scales)]
     if not ckpts:
-        raise ValueError("ckpt is empty: pass ckpt=<file> or ckpt=[x2.ckpt,x3.ckpt]")
+        raise ConfigError("ckpt is empty: pass ckpt=<file> or ckpt=[x2.ckpt,x3.ckpt]")
     device, model = resolve_device(cfg.device), asked_model(cfg)
     only_scale = scales[0] if len(scales) == 1 else None
     nets = [load_network(p, model=model, scale=only_scale, device=device) for p in ckpts]
@@ -86,7 +87,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
     nets = load_networks(cfg)
     sets = [str(s) for s in _as_list(cfg.sets)]
     if not sets:
-        raise ValueError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
+        raise ConfigError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
     set_dirs = {name: find_set_dir(cfg.benchmark_root, name) for name in sets}
     # bicubic: the sets' LR files as always; bd/dn/realistic: <Set>/LR_<name>/X<s>/ or made from HR here
     degradations = {n.scale: degradation_from_config(cfg.get("degradation"), n.scale) for n in nets}
@@ -125,9 +126,9 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg)
-    except USER_ERRORS as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    except Exception as exc:
+        exit_on_user_error(exc)  # one line and status 2 for a user's mistake; anything else is raised
+        raise
 
 
 def main() -> None:

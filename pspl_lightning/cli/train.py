@@ -13,10 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
+from pspl_lightning.cli.failures import EXIT_USER_ERROR, expected_failure, failure_line, full_error_wanted
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
 from pspl_lightning.cli.run_folder import resolve_resume
-from pspl_lightning.errors import TrainingDiverged, UserError
 
 log = logging.getLogger("pspl_lightning")
 
@@ -70,32 +70,21 @@ def remove_unused_run_folder(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
-def _failure(exc: BaseException) -> tuple[str, int] | None:
-    """(the one line for the user, the exit status) for an expected way to stop; None for a bug."""
-    for err in (exc, exc.__cause__):  # Hydra's instantiate wraps what a constructor raised
-        if isinstance(err, UserError):
-            return f"Invalid configuration: {err}", 2
-        if isinstance(err, TrainingDiverged):
-            return f"Training stopped: {err}", 3
-        if type(err).__name__ == "SIGTERMException":
-            return "Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true", 143
-    return None
-
-
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
-        failure = _failure(exc)
-        if failure is None:
+        err = expected_failure(exc)
+        if err is None or full_error_wanted():
             raise
-        log.error(failure[0])
+        line, status = failure_line(err)
+        log.error(line)
         if hydra_runtime()[0]:  # in a sweep, one failed job must not end the others: NaN marks it failed
             return float("nan")
-        if failure[1] == 2:
+        if status == EXIT_USER_ERROR:
             remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
-        sys.exit(failure[1])
+        sys.exit(status)
     return metrics.get(str(cfg.optimized_metric))  # the objective a Hydra sweeper (Optuna) optimises
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -11,9 +10,11 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.progress import track
 
-from pspl_lightning.cli.common import USER_ERRORS, asked_model
+from pspl_lightning.cli.common import asked_model
+from pspl_lightning.cli.failures import exit_on_user_error
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.io import list_images, read_image, write_png
+from pspl_lightning.errors import ConfigError, DataNotFoundError, OutputExistsError
 from pspl_lightning.inference.loading import load_network
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
 
@@ -27,25 +28,25 @@ def plan_outputs(input_path: str | Path, output_dir: str | Path,
     if src.is_dir():
         files = list_images(src)
         if not files:
-            raise FileNotFoundError(f"input={src} is a folder without images (png, jpg, bmp, tif, webp, ppm)")
+            raise DataNotFoundError(f"input={src} is a folder without images (png, jpg, bmp, tif, webp, ppm)")
     elif src.is_file():
         files = [src]
     else:
-        raise FileNotFoundError(f"input={src} does not exist (expected an image file or a folder of images)")
+        raise DataNotFoundError(f"input={src} does not exist (expected an image file or a folder of images)")
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output={out} is a file; it must be a folder for the SR images")
+        raise OutputExistsError(f"output={out} is a file; it must be a folder for the SR images")
     plan = [(f, out / f"{f.stem}.png") for f in files]
     seen: dict[Path, Path] = {}
     for f, target in plan:
         if target in seen:
-            raise ValueError(f"{seen[target].name} and {f.name} would both be written to {target}; "
+            raise ConfigError(f"{seen[target].name} and {f.name} would both be written to {target}; "
                              "rename one")
         seen[target] = f
     existing = [t for _, t in plan if t.exists()]
     if existing and not overwrite:
         more = f" and {len(existing) - 5} more" if len(existing) > 5 else ""
         shown = ", ".join(str(t) for t in existing[:5]) + more
-        raise FileExistsError(f"{len(existing)} output file(s) exist: {shown}; nothing was written. "
+        raise OutputExistsError(f"{len(existing)} output file(s) exist: {shown}; nothing was written. "
                               f"Pass overwrite=true to replace them, or choose another output folder")
     return plan
 
@@ -72,9 +73,9 @@ def upscale(cfg: DictConfig, console: Console | None = None) -> list[Path]:
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         upscale(cfg)
-    except USER_ERRORS as exc:
-        log.error("%s", exc)
-        sys.exit(2)
+    except Exception as exc:
+        exit_on_user_error(exc)  # one line and status 2 for a user's mistake; anything else is raised
+        raise
 
 
 def main() -> None:

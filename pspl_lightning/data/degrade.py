@@ -18,7 +18,7 @@ import torch
 from pspl_lightning.data.benchmarks import benchmark_files
 from pspl_lightning.data.io import list_images, read_image, write_png
 from pspl_lightning.degradations.base import Degradation, name_key, resolve_degradation
-from pspl_lightning.errors import DataError
+from pspl_lightning.errors import DataError, OutputExistsError
 from pspl_lightning.imresize import modcrop
 
 PathPair = tuple[Path | None, Path]
@@ -58,7 +58,7 @@ def degrade_folder(input_dir: Path, output_dir: Path, degradation: Degradation,
     targets = [output_dir / f"{f.stem}.png" for f in files]
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{len(existing)} of the LR images exist already (e.g. {existing[0]}); "
+        raise OutputExistsError(f"{len(existing)} of the LR images exist already (e.g. {existing[0]}); "
                               f"pass overwrite=true to replace them")
     for src, dst in zip(files, targets, strict=True):
         write_png(dst, degrade_image(degradation, read_image(src), src.stem, device))

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from pspl_lightning.atomic import atomic_path
-from pspl_lightning.errors import CheckpointError
+from pspl_lightning.errors import CheckpointError, OutputExistsError
 
 FORMAT = "pspl-weights/1"
 _IGNORED_MODEL_KEYS = ("scale", "init_from", "_partial_", "_convert_", "_recursive_")
@@ -189,7 +189,7 @@ def export_weights(ckpt: str | Path, out: str | Path, overwrite: bool = False) -
     """
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; not replaced (use --overwrite, or overwrite=True)")
+        raise OutputExistsError(f"{out} exists; not replaced (use --overwrite, or overwrite=True)")
     loaded = load_network(ckpt)
     state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
     if out.suffix == ".safetensors":

@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pspl_lightning.errors import CheckpointError, ConfigError
+
 log = logging.getLogger(__name__)
 
 Forward = Callable[[Tensor], Tensor]
@@ -72,7 +74,7 @@ def tiled_forward(forward: Forward, lr: Tensor, scale: int, tile: int, overlap: 
     """``forward(lr)`` computed tile by tile: ``tile`` x ``tile`` LR cores, each run with ``overlap`` more
     pixels on every side (clipped at the image border), their x``scale`` outputs pasted without blending."""
     if tile < 1 or overlap < 0:
-        raise ValueError(f"tile must be >= 1 and tile_overlap >= 0, got tile={tile}, tile_overlap={overlap}")
+        raise ConfigError(f"tile must be >= 1 and tile_overlap >= 0, got tile={tile}, tile_overlap={overlap}")
     b, _, h, w = lr.shape
     if h <= tile and w <= tile:
         return forward(lr)
@@ -84,7 +86,7 @@ def tiled_forward(forward: Forward, lr: Tensor, scale: int, tile: int, overlap: 
             t1, l1 = min(bottom + overlap, h), min(right + overlap, w)
             sr = forward(lr[..., t0:t1, l0:l1])
             if sr.shape[-2:] != ((t1 - t0) * scale, (l1 - l0) * scale):
-                raise ValueError(
+                raise CheckpointError(
                     f"the network turned a {t1 - t0}x{l1 - l0} tile into {tuple(sr.shape[-2:])}, "
                     f"not x{scale}: "
                     f"is the checkpoint's scale {scale}?"

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.ensemble import self_ensemble as ensemble_x8
 from pspl_lightning.inference.loading import LoadedNetwork
 from pspl_lightning.inference.tiling import receptive_radius, tiled_forward
@@ -46,7 +47,7 @@ class Upscaler:
         if self.tile is None or max(lr.shape[-2:]) <= self.tile:
             return self.net(lr)
         if self.tile_overlap is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.loaded.describe()} has layers that see the whole image, so tiles cannot reproduce "
                 f"the untiled output of this {lr.shape[-1]}x{lr.shape[-2]} image; set tile_overlap "
                 f"explicitly to accept approximate tiling, or tile=null"

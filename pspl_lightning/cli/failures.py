@@ -1,0 +1,74 @@
+"""How an entry point ends on an expected failure: one line for the user and an exit status.
+
+A :class:`~pspl_lightning.errors.UserError` may reach the entry point wrapped: by Hydra's instantiate
+(``InstantiationException``), as the context of another exception, or as the text of a traceback from a
+spawned DDP rank (``ProcessRaisedException`` carries no exception object). Everything else is a bug and
+keeps its traceback; ``HYDRA_FULL_ERROR=1`` shows the full traceback of anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+
+from pspl_lightning import errors
+from pspl_lightning.errors import ConfigError, TrainingDiverged, UserError
+
+log = logging.getLogger("pspl_lightning")
+
+# the last line of a spawned rank's traceback: "pspl_lightning.errors.DataError: <message>"
+_RANK_ERROR = re.compile(r"^pspl_lightning\.[\w.]+\.(\w+): (.+)$", re.MULTILINE)
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_SIGTERM = 2, 3, 143
+
+
+def _from_rank(text: str) -> BaseException | None:
+    """The project error named on the last matching line of a spawned rank's traceback text."""
+    found = _RANK_ERROR.findall(text)
+    if not found:
+        return None
+    name, message = found[-1]
+    cls = getattr(errors, name, None)
+    if cls is None:  # a subclass defined elsewhere, e.g. ImageReadError or WeightsError
+        return UserError(message) if name.endswith("Error") and "Diverged" not in name else None
+    return cls(message) if issubclass(cls, UserError | TrainingDiverged) else None
+
+
+def expected_failure(exc: BaseException) -> BaseException | None:
+    """The user error, divergence or SIGTERM stop behind ``exc`` (through wrappers), else None."""
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, UserError | TrainingDiverged) or type(err).__name__ == "SIGTERMException":
+            return err
+        if type(err).__name__ == "ProcessRaisedException":
+            return _from_rank(str(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def failure_line(err: BaseException) -> tuple[str, int]:
+    """(the one line to print, the exit status) for an expected failure."""
+    if isinstance(err, TrainingDiverged):
+        return f"Training stopped: {err}", EXIT_DIVERGED
+    if type(err).__name__ == "SIGTERMException":
+        return ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true",
+                EXIT_SIGTERM)
+    prefix = "Invalid configuration: " if isinstance(err, ConfigError) else ""
+    return f"{prefix}{err}", EXIT_USER_ERROR
+
+
+def full_error_wanted() -> bool:
+    """``HYDRA_FULL_ERROR=1``: show tracebacks of expected failures too."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def exit_on_user_error(exc: BaseException) -> None:
+    """For the evaluation and data tools: a user error ends the command with one line and status 2;
+    anything else (and everything under ``HYDRA_FULL_ERROR=1``) is re-raised by the caller."""
+    err = expected_failure(exc)
+    if isinstance(err, UserError) and not full_error_wanted():
+        log.error("%s", failure_line(err)[0])
+        sys.exit(EXIT_USER_ERROR)
