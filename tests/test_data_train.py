@@ -51,3 +51,17 @@ def test_train_folder_with_workers(train_cfg, div2k: Path, tmp_path: Path) -> No
     assert isinstance(instantiate(cfg.data), FolderDataModule)
     metrics = train(cfg)
     assert math.isfinite(metrics["val/val/psnr_y"]) and metrics["val/psnr_y"] == metrics["val/val/psnr_y"]
+
+
+def test_a_folder_smaller_than_a_batch_trains(train_cfg, div2k: Path, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """3 images and the default batch of 16: data.repeat is raised to fill one step, and says so."""
+    shutil.copytree(div2k / "DIV2K_valid_HR", tmp_path / "val")
+    cfg = train_cfg("data=folder", f"data.hr_dir={div2k / 'DIV2K_train_HR'}",
+                    f"data.val_hr_dir={tmp_path / 'val'}", "data.batch_size=16", "data.repeat=1",
+                    "data.cache_dir=null", "data.num_workers=0",
+                    "trainer.max_steps=2", "trainer.val_check_interval=2")
+    with caplog.at_level("INFO", logger="pspl_lightning.data.datamodule"):
+        metrics = train(cfg)
+    assert metrics["global_step"] == 2 and math.isfinite(metrics["val/psnr_y"])
+    assert "data.repeat raised from 1 to 6: 3 training images x 6 fill one step of 16 samples" in caplog.text
