@@ -111,3 +111,22 @@ def test_hr_only_cache_and_too_small_images(tmp_path: Path) -> None:
                           batch_size=2, cache_dir=None, degradation=partial(BlurDown))
     with pytest.raises(DataError, match=r"0001.png is 52x40 \(WxH\): smaller than the HR patch of 48"):
         big.setup("fit")
+
+
+def test_a_validation_image_keeps_its_degradation_when_the_set_changes(tmp_path: Path) -> None:
+    from pspl_lightning.data import FolderDataModule
+    from pspl_lightning.data.io import write_png
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        write_png(tmp_path / "train" / f"{name}.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    lrs = []
+    for names in (["b", "c"], ["a", "b", "c"]):
+        val = tmp_path / f"val{len(names)}"
+        for name in names:
+            write_png(val / f"{name}.png", read_image(tmp_path / "train" / f"{name}.png"))
+        dm = FolderDataModule(hr_dir=str(tmp_path / "train"), val_hr_dir=str(val), scale=2, patch_size=32,
+                              batch_size=2, degradation=partial(NoisyBicubic))
+        dm.setup("validate")
+        lrs.append({n: _hooks(dm, b)[0] for n, b in zip(names, dm.val_dataloader()[0], strict=True)})
+    assert torch.equal(lrs[0]["b"], lrs[1]["b"]) and torch.equal(lrs[0]["c"], lrs[1]["c"])  # keyed by name
