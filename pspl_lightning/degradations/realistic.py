@@ -136,8 +136,9 @@ def _per_sample(values: Tensor) -> Tensor:
     return values[:, None, None, None]
 
 
-def _resize(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
+def _resize(x: Tensor, size: Sequence[int], mode: str) -> Tensor:
+    size = (int(size[0]), int(size[1]))  # (a pinned batch turns tuples into lists)
+    if tuple(x.shape[-2:]) == size:
         return x
     corners = {"align_corners": False} if mode != "area" else {}
     return F.interpolate(x, size=size, mode=mode, **corners)
