@@ -8,7 +8,9 @@ where the official formula is ill conditioned.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -278,6 +280,27 @@ def test_compiled_keys_are_capped_below_dynamos_recompile_limit() -> None:
                                          "got 'cuda'"):
         ssim_map_exact(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), backend="cuda")
 
+
+def test_benchmarks_reference_method_is_the_reference_formula() -> None:
+    """scripts/bench_step.py's ReferencePSPL (timed against the default) computes the reference's loss."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_step.py"
+    spec = importlib.util.spec_from_file_location("pspl_scripts_bench_step", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    gen = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 48, 48, generator=gen)  # texture everywhere: float32 SSIM is exact there
+    sr = (hr + 0.1 * torch.randn(hr.shape, generator=gen)).clamp(0, 1).requires_grad_(True)
+    for sigma in (0.3, 0.8, 3.0):
+        ref = bench.ReferencePSPL(sigma)(sr, hr)
+        exact = PSPLLoss(ssim_dtype="float64")(sr, hr, sigma=sigma).item()
+        assert ref.item() == pytest.approx(exact, rel=1e-5)
+    ref.backward()  # autograd through the L1 only: the weights are detached
+    assert sr.grad is not None and sr.grad.abs().sum() > 0
+    hr, sr = _pair("coffee", "jpeg20")  # with flat regions: the default loss is the exact formula's
+    w = _ref_weights(_ref_ssim(hr, sr, official=True), 0.8)
+    by_hand = np.abs((sr[0].double().numpy() - hr[0].double().numpy()) * w).mean()
+    assert PSPLLoss()(sr, hr, sigma=0.8).item() == pytest.approx(by_hand, rel=1e-5)
 
 @pytest.mark.slow
 def test_compiled_kernels_equal_eager_kernels() -> None:
