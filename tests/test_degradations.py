@@ -194,7 +194,7 @@ def test_realistic_jpeg_changes_texture_not_flat_images() -> None:
     deg = Realistic(2)
     textured = torch.from_numpy(_photo("astronaut")[:64, :64]).permute(2, 0, 1)[None].float() / 255
     flat = torch.full((1, 3, 64, 64), 0.5)
-    d = {"jpeg": torch.tensor([True]), "jpeg_quality": torch.tensor([30.0])}
+    d = {"jpeg_index": [0], "jpeg_quality": torch.tensor([30.0])}
     assert float((deg._jpeg(textured, d) - textured).abs().mean()) > 3 / 255  # 4.4 levels measured
     # a flat gray has no AC energy to quantise: only the differentiable codec's own rounding (~1.4 levels)
     assert float((deg._jpeg(flat, d) - flat).abs().max()) < 2 / 255

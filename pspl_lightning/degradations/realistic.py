@@ -200,6 +200,7 @@ class Realistic(Degradation):
                                     d["sigma_y"], d["theta"], d["motion_angle"], d["motion_direction"],
                                     d["blur"])
         d["noise_field"] = torch.where(_per_sample(d["gray"]), z[:, :1].expand_as(z), z)
+        d["jpeg_index"] = torch.nonzero(d["jpeg"]).flatten().tolist()  # a list stays on the host: no sync
         return d
 
     def draw(self, keys: Tensor, size: Sequence[int]) -> dict[str, Any]:
@@ -234,8 +235,9 @@ class Realistic(Degradation):
 
     @staticmethod
     def _jpeg(x: Tensor, d: dict[str, Any]) -> Tensor:
-        on = d["jpeg"]
-        if not bool(on.any()):
+        """JPEG of the samples listed in ``d["jpeg_index"]`` at their ``jpeg_quality``."""
+        on = list(d["jpeg_index"])
+        if not on:
             return x
         out = x.clone()
         out[on] = kornia.enhance.jpeg_codec_differentiable(x[on], d["jpeg_quality"][on].to(x.dtype))
