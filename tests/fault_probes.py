@@ -99,3 +99,17 @@ def rank_files(folder: Path) -> dict[int, dict]:
 def tensor_dicts_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     """Same keys and bit-identical tensors."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class HpcSaveAt(Callback):
+    """At global step ``step``, saves ``hpc_ckpt_<n>.ckpt`` as Lightning's SLURM SIGUSR1 handler does, then
+    ends the run (the job is requeued)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
+            trainer.should_stop = True
