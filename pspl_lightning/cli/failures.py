@@ -57,7 +57,7 @@ def failure_line(err: BaseException) -> tuple[str, int]:
         return ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true",
                 EXIT_SIGTERM)
     prefix = "Invalid configuration: " if isinstance(err, ConfigError) else ""
-    return f"{prefix}{err}", EXIT_USER_ERROR
+    return prefix + " ".join(str(err).split("\n")), EXIT_USER_ERROR
 
 
 def full_error_wanted() -> bool:
