@@ -41,6 +41,7 @@ from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
 from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
 from pspl_lightning.degradations.base import Degradation, resolve_degradation
+from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,18 @@ class PairedSRDataModule(L.LightningDataModule):
                  benchmark_root: str | None = None, progress: bool = True, seed: int = 0,
                  degradation: Any = None) -> None:
         super().__init__()
-        if scale not in (2, 3, 4):
-            raise ValueError(f"data.scale must be 2, 3 or 4, got {scale}")
+        for key, value, least in (("scale", scale, 1), ("patch_size", patch_size, 1),
+                                  ("batch_size", batch_size, 1), ("repeat", repeat, 1),
+                                  ("num_workers", num_workers, 0)):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                raise ConfigError(f"data.{key}={value!r} is not allowed: expected an integer >= {least}")
         if patch_size % scale:
-            raise ValueError(f"data.patch_size={patch_size} must be divisible by data.scale={scale}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
-        if repeat < 1:
-            raise ValueError(f"data.repeat must be >= 1, got {repeat}")
+            raise ConfigError(f"data.patch_size={patch_size} must be divisible by data.scale={scale}")
         names = [str(n) for n in (val_sets if val_sets is not None else [self.own_val_set])]
         if not names:
-            raise ValueError("data.val_sets is empty: list at least one validation set")
+            raise ConfigError("data.val_sets is empty: list at least one validation set")
         if len(set(names)) != len(names):
-            raise ValueError(f"data.val_sets lists a set twice: {names}")
+            raise ConfigError(f"data.val_sets lists a set twice: {names}")
         self.scale, self.patch_size, self.batch_size = scale, patch_size, batch_size
         self.repeat, self.augment, self.num_workers = repeat, augment, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
@@ -117,7 +117,7 @@ class PairedSRDataModule(L.LightningDataModule):
         if name == self.own_val_set:
             return self.own_val_files()
         if not self.benchmark_root:
-            raise ValueError(
+            raise DataError(
                 f"data.val_sets lists {name!r}, which is not this DataModule's own set "
                 f"({self.own_val_set!r}): set data.benchmark_root to the folder that holds the benchmark sets"
             )
@@ -160,6 +160,16 @@ class PairedSRDataModule(L.LightningDataModule):
                                   draw=self.degradation.draw)
         return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
 
+    def repeat_for(self, images: int, samples_per_step: int) -> int:
+        """``data.repeat``, raised (and logged) where an epoch of ``images x repeat`` samples would not fill
+        one optimizer step of every rank, so a folder of a few images trains as it is."""
+        needed = -(-samples_per_step // max(images, 1))
+        if images and self.repeat < needed:
+            log.info("data.repeat raised from %d to %d: %d training images x %d fill one step of %d samples "
+                     "(batch x ranks x accumulation)", self.repeat, needed, images, needed, samples_per_step)
+            return needed
+        return self.repeat
+
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -175,9 +185,10 @@ class PairedSRDataModule(L.LightningDataModule):
         """Shuffled patches from a :class:`ResumableRandomSampler`: one shard per DDP rank, and a stream
         that depends on the seed and the global step only (exact resume, any number of workers). The
         trainer runs with ``use_distributed_sampler=False`` so that Lightning keeps this sampler."""
-        dataset = self.train_dataset()
         rank, world = self._rank_world()
         accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        self.repeat = self.repeat_for(len(self.train_pairs), world * self.batch_size * accumulate)
+        dataset = self.train_dataset()
         sampler = ResumableRandomSampler(len(dataset), self.batch_size, self.seed, rank, world,
                                          position_fn=self._batches_consumed, batches_multiple_of=accumulate)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
@@ -235,16 +246,15 @@ class SampleDataModule(PairedSRDataModule):
         return sample_pairs(self.root, "val", self.scale)
 
 
-DIV2K_LAYOUT = """expected the DIV2K layout:
-  {root}/DIV2K_train_HR/0001.png ... 0800.png
-  {root}/DIV2K_train_LR_bicubic/X{s}/0001x{s}.png ...   (optional: made with MATLAB bicubic when absent)
-  {root}/DIV2K_valid_HR/0801.png ... 0900.png
-  {root}/DIV2K_valid_LR_bicubic/X{s}/0801x{s}.png ...   (optional)"""
+DIV2K_LAYOUT = ("expected the DIV2K layout {root}/DIV2K_train_HR/0001.png ... 0800.png and "
+                "{root}/DIV2K_valid_HR/0801.png ... 0900.png, optionally with LR images in "
+                "DIV2K_{{train,valid}}_LR_bicubic/X{s}/0001x{s}.png (else made with MATLAB bicubic); "
+                "see docs/DATA.md")
 
 
 def _index_range(value: Sequence[int], key: str) -> range:
     if len(value) != 2 or not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1]:
-        raise ValueError(f"data.{key} must be [first, last] image numbers with 1 <= first <= last, "
+        raise DataError(f"data.{key} must be [first, last] image numbers with 1 <= first <= last, "
                          f"got {value}")
     return range(value[0], value[1] + 1)
 
@@ -269,10 +279,10 @@ class DIV2KDataModule(PairedSRDataModule):
 
     def _split_files(self, split: str, indices: range, key: str) -> list[PathPair]:
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data.root {self.root} does not exist; {self._layout()}")
+            raise DataNotFoundError(f"data.root {self.root} does not exist; {self._layout()}")
         hr_dir = self.root / f"DIV2K_{split}_HR"
         if not hr_dir.is_dir():
-            raise FileNotFoundError(f"DIV2K folder {hr_dir} does not exist; {self._layout()}")
+            raise DataNotFoundError(f"DIV2K folder {hr_dir} does not exist; {self._layout()}")
         lr_dir = self.root / f"DIV2K_{split}_LR_bicubic" / f"X{self.scale}"
         has_lr = lr_dir.is_dir()
         if not has_lr:
@@ -281,13 +291,13 @@ class DIV2KDataModule(PairedSRDataModule):
         for i in indices:
             hr = hr_dir / f"{i:04d}.png"
             if not hr.is_file():
-                raise FileNotFoundError(
+                raise DataNotFoundError(
                     f"{hr} not found (image {i} of data.{key} {indices.start}-{indices.stop - 1}); "
                     f"{self._layout()}"
                 )
             lr = lr_dir / f"{i:04d}x{self.scale}.png"
             if has_lr and not lr.is_file():
-                raise FileNotFoundError(f"{lr} not found although {lr_dir} exists; {self._layout()}")
+                raise DataNotFoundError(f"{lr} not found although {lr_dir} exists; {self._layout()}")
             pairs.append((lr if has_lr else None, hr))
         return pairs
 
@@ -303,11 +313,11 @@ def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key
     in ``lr_dir`` (or its ``X<s>`` subfolder)."""
     hr_dir = Path(hr_dir).expanduser()
     if not hr_dir.is_dir():
-        raise FileNotFoundError(f"data.{key} {hr_dir} does not exist; expected a folder of HR images "
+        raise DataNotFoundError(f"data.{key} {hr_dir} does not exist; expected a folder of HR images "
                                 f"({', '.join(IMAGE_EXTENSIONS)})")
     hr_files = list_images(hr_dir)
     if not hr_files:
-        raise FileNotFoundError(f"data.{key} {hr_dir} holds no images "
+        raise DataNotFoundError(f"data.{key} {hr_dir} holds no images "
                                 f"(expected {', '.join(IMAGE_EXTENSIONS)})")
     if lr_dir is None:
         return [(None, hr) for hr in hr_files]
@@ -315,7 +325,7 @@ def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key
     if (lr_dir / f"X{scale}").is_dir():
         lr_dir = lr_dir / f"X{scale}"
     if not lr_dir.is_dir():
-        raise FileNotFoundError(f"LR folder {lr_dir} does not exist; expected LR images named "
+        raise DataNotFoundError(f"LR folder {lr_dir} does not exist; expected LR images named "
                                 f"<name>x{scale}.png or <name>.png for each HR image, or leave the LR folder "
                                 f"null to make them")
     by_stem = {p.stem: p for p in list_images(lr_dir)}
@@ -323,7 +333,7 @@ def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key
     for hr in hr_files:
         lr = by_stem.get(f"{hr.stem}x{scale}") or by_stem.get(hr.stem)
         if lr is None:
-            raise FileNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {hr.stem}x{scale}.<ext> or "
+            raise DataNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {hr.stem}x{scale}.<ext> or "
                                     f"{hr.stem}.<ext>)")
         pairs.append((lr, hr))
     return pairs
@@ -351,7 +361,7 @@ class FolderDataModule(PairedSRDataModule):
 
     def own_val_files(self) -> list[PathPair]:
         if not self.val_hr_dir:
-            raise ValueError(
+            raise DataError(
                 "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
                 "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
             )
