@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("WANDB_MODE", "disabled")
-os.environ.setdefault("WANDB_SILENT", "true")
+# Explicitly, whatever the caller's shell says: tests never log to W&B unless they set the mode themselves.
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["WANDB_SILENT"] = "true"
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402

@@ -77,7 +77,7 @@ class StateRecorder(Callback):
 
 
 class ReturnRecorder(HydraCallback):
-    """Hydra callback: appends each sweep job's number, status and return value to ``path`` (JSON lines)."""
+    """Hydra callback: appends each sweep job's overrides, status and return value to ``path`` (JSONL)."""
 
     def __init__(self, path: str) -> None:
         self.path = Path(path)
@@ -85,7 +85,7 @@ class ReturnRecorder(HydraCallback):
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         completed = job_return.status == JobStatus.COMPLETED  # else return_value re-raises the job's error
         value = job_return.return_value if completed else None
-        row = {"num": int(config.hydra.job.num), "status": job_return.status.name,
+        row = {"overrides": list(job_return.overrides or []), "status": job_return.status.name,
                "value": None if value is None else float(value)}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pspl_lightning.cli.train import train
 from pspl_lightning.metrics import psnr_y
 from pspl_lightning.module import SRModule
 from tests.conftest import TINY
+from tests.fault_probes import rank_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -83,8 +85,35 @@ def test_multirun_2x2_gives_four_complete_runs_with_own_wandb_runs(sample_root: 
     assert len(seen_runs) == 4 and len(seen_overrides) == 4
 
 
-def test_wandb_offline_run_holds_images_and_metrics(train_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_wandb_login(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """No WANDB_MODE, no API key, and a home folder without a ~/.netrc login."""
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+
+
+def test_wandb_is_offline_without_a_login_and_wandb_mode_wins(train_cfg, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_wandb_login(monkeypatch, tmp_path / "home")
+    cfg = train_cfg("logger=wandb")
+    assert cfg.logger.wandb.offline is True  # resolved now: neither a key nor a login
+    (tmp_path / "home" / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    (tmp_path / "home" / ".netrc").chmod(0o600)
+    assert cfg.logger.wandb.offline is False  # `wandb login` wrote this
+    (tmp_path / "home" / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert cfg.logger.wandb.offline is False
     monkeypatch.setenv("WANDB_MODE", "offline")
+    assert cfg.logger.wandb.offline is True  # WANDB_MODE wins over the key
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert cfg.logger.wandb.offline is False  # ... and over a missing one
+
+
+def test_wandb_offline_run_holds_images_and_metrics(train_cfg, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_wandb_login(monkeypatch, tmp_path / "home")  # offline by itself: nothing tells it to be
     cfg = train_cfg("logger=wandb", "trainer.max_steps=4", "callbacks.image_panel.every_n_steps=2",
                     "logger.wandb.tags=[test]", "logger.wandb.notes=offline check")
     metrics = train(cfg)
@@ -160,11 +189,50 @@ def test_more_ranks_than_validation_images_does_not_hang(train_cfg) -> None:
     assert metrics["val/psnr_y"] == pytest.approx(sum(scores) / 2, abs=1e-6)
 
 
-def test_a_failing_sweep_job_does_not_end_the_sweep(sample_root: Path, tmp_path: Path) -> None:
+def test_sweep_jobs_spawn_their_ddp_ranks_and_a_failed_job_returns_nan(sample_root: Path,
+                                                                        tmp_path: Path) -> None:
+    """``-m`` with ``trainer=ddp_cpu`` (strategy ddp): every job runs ddp_spawn with 2 ranks and says so; a
+    job with a bad value and a job that diverges inside its ranks each return NaN, the last job completes."""
     overrides = [o for o in TINY if not o.startswith("logger=")]
-    proc = _cli(["-m", *overrides, f"data.root={sample_root}", "trainer.max_steps=2", "logger=none",
-                 "loss.beta=0", "loss.alpha=0,1"], tmp_path)  # job 0 has sigma = 0: rejected
-    assert "Invalid configuration" in proc.stdout + proc.stderr
+    returns = tmp_path / "returns.jsonl"
+    proc = _cli(["-m", *overrides, f"data.root={sample_root}", "trainer=ddp_cpu", "trainer.max_steps=2",
+                 "logger=none", "loss=l1", "loss._target_=tests.probes.NaNOnCall",
+                 "data.batch_size=0,4", "+loss.bad_call=1,99",  # batch 0: rejected; NaN loss at call 1
+                 "+callbacks.strategy._target_=tests.fault_probes.StrategyProbe",
+                 "+callbacks.strategy.out_dir=${paths.output_dir}/strategy",
+                 "+hydra.callbacks.returns._target_=tests.fault_probes.ReturnRecorder",
+                 f"+hydra.callbacks.returns.path={returns}"], tmp_path, timeout=600)
+    printed = proc.stdout + proc.stderr
+    assert "Multirun with trainer.strategy=ddp: using ddp_spawn" in printed
+    assert printed.count("Invalid configuration: data.batch_size=0") == 2
+    assert "Training stopped: non-finite training loss nan at step 1" in printed
+
+    jobs = {tuple(o for o in r["overrides"] if "bad_call" in o or "batch_size" in o): r
+            for r in map(json.loads, returns.read_text().splitlines())}
+    assert len(jobs) == 4 and {r["status"] for r in jobs.values()} == {"COMPLETED"}  # none raised
+    for key in [("data.batch_size=0", "+loss.bad_call=1"), ("data.batch_size=0", "+loss.bad_call=99"),
+                ("data.batch_size=4", "+loss.bad_call=1")]:
+        assert math.isnan(jobs[key]["value"]), key
     (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    assert not (sweep / "0" / "metrics.json").exists()
-    assert json.loads((sweep / "1" / "metrics.json").read_text())["global_step"] == 2
+    done = [p for p in sweep.iterdir() if (p / "metrics.json").is_file()]
+    assert len(done) == 1  # the one job that neither was rejected nor diverged
+    metrics = json.loads((done[0] / "metrics.json").read_text())
+    assert metrics["global_step"] == 2
+    assert jobs[("data.batch_size=4", "+loss.bad_call=99")]["value"] == metrics["val/psnr_y"]
+    for job in sweep.iterdir():  # what each job that trained really ran: ddp_spawn, 2 ranks
+        if (job / "strategy").is_dir():
+            ranks = rank_files(job / "strategy")
+            assert sorted(ranks) == [0, 1]
+            assert {json.dumps(r, sort_keys=True) for r in ranks.values()} == {json.dumps(
+                {"launcher": "_MultiProcessingLauncher", "start_method": "spawn", "strategy": "DDPStrategy",
+                 "world": 2}, sort_keys=True)}
+    assert sum((job / "strategy").is_dir() for job in sweep.iterdir()) == 2
+
+
+def test_tests_never_inherit_the_callers_wandb_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "online", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = "import os, tests.conftest; print(os.environ['WANDB_MODE'])"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "disabled"
