@@ -19,8 +19,8 @@ from pspl_lightning.errors import ConfigError
 log = logging.getLogger("pspl_lightning")
 
 # what must be equal for a checkpoint found in a run's own folder to be continued by this run
-SAME_RUN_KEYS = ("model", "loss", "optimizer", "schedule", "seed", "data.scale", "data.patch_size",
-                 "data.batch_size")
+SAME_RUN_KEYS = ("model", "loss", "optimizer", "schedule", "seed", "degradation", "data.scale",
+                 "data.patch_size", "data.batch_size")
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:
