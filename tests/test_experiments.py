@@ -148,3 +148,12 @@ def test_ema_validates_with_the_averaged_weights(train_cfg: Callable[..., DictCo
                                    rtol=0, atol=0)
     assert metrics["val/psnr_y"] == pytest.approx(json.loads(
         (Path(cfg.paths.output_dir) / "metrics.json").read_text())["val/psnr_y"])
+
+
+def test_debug_fast_smoke_tests_a_preset(tmp_path: Path) -> None:
+    """debug=fast is the way to try a preset; max_steps alone is refused by the recipe's milestone."""
+    base = ["experiment=edsr_baseline_x2_pspl", "data=sample"]
+    check_train_config(compose_config("train", [*base, "debug=fast"], tmp_path))
+    with pytest.raises(ConfigError, match=r"lr_milestones \[200000\] .* \(to smoke-test a preset: "
+                                          r"debug=fast\)"):
+        check_train_config(compose_config("train", [*base, "trainer.max_steps=3"], tmp_path))
