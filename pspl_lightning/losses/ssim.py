@@ -20,12 +20,13 @@ C1 = 0.01**2
 C2 = 0.03**2
 
 # Inputs (B * C * H * W pixels) from which ``ssim_map_exact(backend="auto")`` runs the compiled kernels.
-# Smaller ones take the float64 moments (exact too): they cost little there (0.5 ms for 4 x 3 x 48 x 48),
-# while a first compile of the kernels takes 15-40 s on a 2-core CPU (docs/BENCHMARKS.md).
+# Smaller ones take the float64 moments (exact too): they cost little there (2 ms for 4 x 3 x 48 x 48, one
+# CPU thread), while a first compile of the kernels takes 15-45 s on a 2-core CPU (docs/BENCHMARKS.md).
 MIN_COMPILED_PIXELS = 2**16
-# Distinct (shape, device, constants) keys compiled per process; TorchDynamo's own limit is 8 per function,
-# beyond which it would silently run the kernels eagerly (slow); later keys take the float64 moments.
-MAX_COMPILED_KEYS = 6
+# Distinct (shape, device, constants) keys compiled per process; TorchDynamo's own limit is 8 graphs per
+# function (grad or inference mode make more than one per key), beyond which it would silently run the
+# kernels eagerly (slow); later keys take the float64 moments.
+MAX_COMPILED_KEYS = 4
 # Fusion thresholds of Inductor: keep each level one loop nest in registers instead of materialising the
 # per-tap terms (measured 1.7x faster on CPU, docs/BENCHMARKS.md).
 INDUCTOR_OPTIONS = {"realize_reads_threshold": 16, "realize_cpu_opcount_threshold": 1000,
