@@ -8,11 +8,11 @@ ARGS ?=
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0   # first, pinned: a range lets pip pick a newer CUDA build (GBs)
-	$(BIN)/python -m pip install -q -e ".[dev,sweep]"
+	$(BIN)/python -m pip install -q -e ".[dev,sweep,safetensors]"   # every extra: no test skips for a missing one
 	touch $@
 
 train: setup  ## EDSR-baseline x2 with PSPL on the sample set; pass overrides with ARGS="loss=l1 ..."
