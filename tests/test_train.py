@@ -71,3 +71,13 @@ def test_pspl_module_attaches_its_own_pace(train_cfg) -> None:
     train(cfg)
     sigmas = _train_rows(Path(cfg.paths.output_dir), "pspl/sigma")
     assert sigmas == pytest.approx([(g + 1) / cfg.loss.step_unit for g in range(3)], abs=1e-6)
+
+
+def test_the_sweep_objective_is_a_config_key(train_cfg) -> None:
+    """What a job returns to a Hydra sweeper (Optuna) is metrics.json's `optimized_metric`."""
+    from pspl_lightning.cli.train import _hydra_main
+
+    cfg = train_cfg("trainer.max_steps=2", "optimized_metric=val/ssim_y")
+    value = _hydra_main(cfg)  # Hydra passes a given config straight to the task
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert value == saved["val/ssim_y"] and 0 < value <= 1
