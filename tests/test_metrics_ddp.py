@@ -6,7 +6,6 @@ shipped in a file), so that they start in seconds.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +38,9 @@ def _make_pairs() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return pairs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, folder: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, folder: str) -> None:
+    # a file rendezvous in the test's own folder: no TCP port that another process could take meanwhile
+    dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous", rank=rank, world_size=world)
     torch.set_num_threads(1)
     psnr_m, ssim_m = PSNR(crop_border=SCALE), SSIM(crop_border=SCALE)
     for sr, hr in torch.load(Path(folder) / "pairs.pt")[rank::world]:  # rank 0: images 0, 2, 4; rank 1: 1, 3
@@ -67,7 +61,7 @@ def test_synced_metrics_equal_the_single_process_value(tmp_path: Path) -> None:
     single_psnr, single_ssim = np.mean(psnrs), np.mean([ssim_y(sr, hr, SCALE).item() for sr, hr in pairs])
     assert max(psnrs) - min(psnrs) > 0.5  # a duplicated image would move the mean
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     for rank, local in ((0, 3), (1, 2)):
         psnr_v, ssim_v, count, local_count = torch.load(tmp_path / f"rank{rank}.pt")
         assert (count, local_count) == (5, local)  # every image exactly once over the ranks
