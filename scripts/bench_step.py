@@ -238,10 +238,6 @@ def ssim_plus_one_variants() -> dict[str, Callable[[torch.Tensor, torch.Tensor, 
         "exact_compiled_unfold_sums": with_kernels(unfold_rows, unfold_columns),
         "exact_compiled": lambda x, y, c1, c2: ssim_lib.ssim_map_exact(x, y, c1=c1, c2=c2, plus_one=True,
                                                                        backend="compiled"),
-        "float64_banded": lambda x, y, c1, c2: ssim_lib.ssim_map(x, y, c1=c1, c2=c2, dtype=torch.float64,
-                                                                 plus_one=True),
-        "float32_banded": lambda x, y, c1, c2: ssim_lib.ssim_map(x, y, c1=c1, c2=c2, dtype=torch.float32,
-                                                                 plus_one=True),
     }
 
 
@@ -331,6 +327,8 @@ def main() -> None:
         float64 = instantiate(cfg_pspl.loss, ssim_dtype="float64").to(device)
         loss_fns["float64"] = loss_only(float64, device, args.batch, hr_size)
         if args.variants:
+            float32 = instantiate(cfg_pspl.loss, ssim_dtype="float32").to(device)
+            loss_fns["float32"] = loss_only(float32, device, args.batch, hr_size)
             official = pspl_loss.ssim_mode == "official"
             for name, fn in ssim_plus_one_variants().items():
                 variant = weighted_l1(fn, sigma, official, pspl_loss.max_weight)

@@ -28,7 +28,7 @@ MIN_COMPILED_PIXELS = 2**16
 # kernels eagerly (slow); later keys take the float64 moments.
 MAX_COMPILED_KEYS = 4
 # Fusion thresholds of Inductor: keep each level one loop nest in registers instead of materialising the
-# per-tap terms (measured 1.7x faster on CPU, docs/BENCHMARKS.md).
+# per-tap terms (measured 1.25x faster on CPU than Inductor's defaults, docs/BENCHMARKS.md).
 INDUCTOR_OPTIONS = {"realize_reads_threshold": 16, "realize_cpu_opcount_threshold": 1000,
                     "realize_cpu_acc_reads_threshold": 64}
 Backend = Literal["auto", "compiled", "eager", "float64"]
