@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pspl_lightning.callbacks.guards import TrainingDiverged
+from pspl_lightning.callbacks.guards import TrainingDiverged, first_nonfinite
 from pspl_lightning.checkpointing import AtomicCheckpointIO
 from pspl_lightning.cli.run_folder import latest_run, run_checkpoint
 from pspl_lightning.cli.train import train
@@ -79,6 +80,23 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(sample_root: Pa
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in _net_weights(ckpt).values())
+
+
+def test_first_nonfinite_finds_every_nan_and_inf_and_nothing_else() -> None:
+    torch.manual_seed(0)
+    weights = {"a": torch.randn(3, 4), "b": torch.randn(7, dtype=torch.float64),
+               "c": torch.randn(2, 2).half(), "steps": torch.tensor([5]), "empty": torch.empty(0)}
+    assert first_nonfinite(weights.items()) is None
+    for name in ("a", "b", "c"):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            for pos in (0, weights[name].numel() - 1):
+                broken = {k: v.clone() for k, v in weights.items()}
+                broken[name].view(-1)[pos] = bad
+                found = first_nonfinite(broken.items())
+                assert found is not None and found[0] == name
+                assert found[1] == bad or (math.isnan(bad) and math.isnan(found[1]))
+    huge = {"f32": torch.full((3,), 3.4e38), "f64": torch.tensor([1e300, -1e300], dtype=torch.float64)}
+    assert first_nonfinite(huge.items()) is None  # finite, however large: no overflow in the check
 
 
 def _checkpoints(run: Path) -> dict[str, tuple[int, bool]]:

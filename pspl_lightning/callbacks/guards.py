@@ -62,10 +62,15 @@ class LastCheckpoint(Callback):
 
 def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:
     """The name and one value of the first floating tensor holding a NaN/Inf, else None (one host sync)."""
-    floats = [(name, t) for name, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    floats = [(name, t.detach()) for name, t in named
+              if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel()]
     if not floats:
         return None
-    finite = torch.stack([torch.isfinite(t).all() for _, t in floats])
+    # A tensor is finite iff its min and max are (NaN propagates through both): one read of each tensor and
+    # no boolean copy, ~14x faster than isfinite(t).all() on EDSR-baseline (scripts/bench_guard.py).
+    # float64 holds every float type exactly, so a huge finite value never reads as an overflow.
+    extremes = torch.stack([m.double() for _, t in floats for m in torch.aminmax(t)])
+    finite = torch.isfinite(extremes).view(-1, 2).all(dim=1)
     if bool(finite.all()):
         return None
     name, t = floats[int((~finite).nonzero()[0])]
