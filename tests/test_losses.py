@@ -240,12 +240,13 @@ class _FakeCompiled:
 def test_auto_backend_compiles_large_batches_only(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _FakeCompiled()
     monkeypatch.setattr(ssim_module, "_COMPILED", fake)
+    assert 8 * 3 * 64 * 64 < ssim_module.MIN_COMPILED_PIXELS <= 16 * 3 * 96 * 96  # sample set no, recipe yes
     loss = PSPLLoss()
     assert loss.ssim_exact and loss.ssim_dtype == torch.float32 and "float32_exact" in repr(loss)
-    small = torch.rand(4, 3, 48, 48)  # 27,648 pixels: float64 moments, no compile
+    small = torch.rand(8, 3, 64, 64)  # the sample set's batch, 98,304 pixels: float64 moments, no compile
     loss.weight_map(small, small.flip(-1), 0.5)
     assert fake.calls == 0 and loss._filter is not None and loss._filter._key is not None
-    big_hr = torch.rand(8, 3, 96, 96)  # 221,184 pixels: the compiled kernels
+    big_hr = torch.rand(12, 3, 96, 96)  # 331,776 pixels: the compiled kernels
     big_sr = (big_hr + 0.02 * torch.randn(big_hr.shape)).clamp(0, 1)
     w = loss.weight_map(big_sr, big_hr, 0.5)
     assert fake.calls == 1
@@ -257,7 +258,7 @@ def test_failed_compile_falls_back_to_float64_once(monkeypatch: pytest.MonkeyPat
                                                    caplog: pytest.LogCaptureFixture) -> None:
     fake = _FakeCompiled(fail=True)
     monkeypatch.setattr(ssim_module, "_COMPILED", fake)
-    hr = torch.rand(8, 3, 96, 96)
+    hr = torch.rand(12, 3, 96, 96)
     sr = (hr + 0.02 * torch.randn(hr.shape)).clamp(0, 1)
     loss = PSPLLoss()
     with caplog.at_level("WARNING", logger="pspl_lightning.losses.ssim"):

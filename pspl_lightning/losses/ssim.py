@@ -19,10 +19,11 @@ from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 C1 = 0.01**2
 C2 = 0.03**2
 
-# Inputs (B * C * H * W pixels) from which ``ssim_map_exact(backend="auto")`` runs the compiled kernels.
-# Smaller ones take the float64 moments (exact too): they cost little there (2 ms for 4 x 3 x 48 x 48, one
-# CPU thread), while a first compile of the kernels takes 15-45 s on a 2-core CPU (docs/BENCHMARKS.md).
-MIN_COMPILED_PIXELS = 2**16
+# Inputs (B * C * H * W pixels) from which ``ssim_map_exact(backend="auto")`` runs the compiled kernels:
+# the recipe's 16 x 3 x 96 x 96 (442,368) and larger. Smaller ones (the sample set's 8 x 3 x 64 x 64, tests)
+# take the float64 moments, exact too and cheap there (2 ms for 4 x 3 x 48 x 48 on one CPU thread), where a
+# first compile (15-45 s on a quiet 2-core CPU, docs/BENCHMARKS.md) would cost a short run more than it saves.
+MIN_COMPILED_PIXELS = 2**18
 # Distinct (shape, device, constants) keys compiled per process; TorchDynamo's own limit is 8 graphs per
 # function (grad or inference mode make more than one per key), beyond which it would silently run the
 # kernels eagerly (slow); later keys take the float64 moments.
