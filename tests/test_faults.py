@@ -259,6 +259,12 @@ def test_run_folders_are_unique_and_resume_picks_the_latest(tmp_path: Path, samp
     assert run_checkpoint(runs / "empty") is None
     with pytest.raises(ConfigError, match="no run folder"):
         latest_run(tmp_path / "nothing")
+    for i, name in enumerate(("hpc_ckpt_1.ckpt", "hpc_ckpt_2.ckpt")):  # SLURM's, in the run folder itself
+        (runs / "old" / name).write_bytes(b"0")
+        os.utime(runs / "old" / name, (1e9 + i * 2, 1e9 + i * 2))  # 1e9 and 1e9 + 2 around last.ckpt's
+    assert run_checkpoint(runs / "old") == runs / "old" / "hpc_ckpt_2.ckpt"  # the newest of a folder's
+    os.utime(runs / "old" / "hpc_ckpt_2.ckpt", (1e9 - 1, 1e9 - 1))
+    assert run_checkpoint(runs / "old") == runs / "old" / "checkpoints" / "last.ckpt"
 
 
 def test_slurm_jobs_keep_one_folder_across_ranks_and_requeues(monkeypatch: pytest.MonkeyPatch) -> None:
