@@ -29,14 +29,15 @@ class NaNWeightAt(Callback):
 
 
 class SigtermAt(Callback):
-    """Marks SIGTERM as received at the end of global step ``step``, exactly as Lightning's handler does."""
+    """SIGTERM arrives during the step that makes global step ``step``: the flag Lightning's handler sets is
+    set at that batch's start (Lightning then finishes the step and raises ``SIGTERMException``)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if trainer.global_step == self.step:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step == self.step - 1:
             trainer._signal_connector.received_sigterm = True
 
 

@@ -118,9 +118,10 @@ NAN_AT_4 = ["+callbacks.nan._target_=tests.fault_probes.NaNWeightAt", "+callback
     ("every_n_steps", NAN_AT_4, {"last.ckpt": (2, True)}),
     # the checkpoint and the guard on the same step: before, the checkpoint callback ran first
     ("with_the_guard", [*NAN_AT_4, "callbacks.nonfinite_guard.every_n_steps=2"], {"last.ckpt": (2, True)}),
-    # SIGTERM right after the NaN step: the save on the way out must not replace the good last.ckpt
-    ("sigterm", [*NAN_AT_4, "+callbacks.term._target_=tests.fault_probes.SigtermAt",
-                 "+callbacks.term.step=4"], {"last.ckpt": (2, True)}),
+    # SIGTERM during the NaN step (no periodic save at 4): the save on the way out must not replace last.ckpt
+    ("sigterm", [*NAN_AT_4, "schedule.checkpoint_every_n_steps=3",
+                 "+callbacks.term._target_=tests.fault_probes.SigtermAt", "+callbacks.term.step=4"],
+     {"last.ckpt": (3, True)}),
     # Lightning's ModelCheckpoint at the validation of step 4 (its first: it would save whatever the score)
     ("model_checkpoint", [*NAN_AT_4, "callbacks.last_checkpoint=null", "trainer.val_check_interval=4"], {}),
     ("weights_only", [*NAN_AT_4, "callbacks.last_checkpoint=null", "trainer.val_check_interval=4",
@@ -129,10 +130,12 @@ NAN_AT_4 = ["+callbacks.nan._target_=tests.fault_probes.NaNWeightAt", "+callback
 def test_no_checkpoint_with_nonfinite_weights_is_ever_written(sample_root: Path, tmp_path: Path, save: str,
                                                               overrides: list[str], kept: dict) -> None:
     cfg = _cfg(tmp_path, sample_root, *overrides)
+    handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingDiverged, match=r"non-finite weight net\.\S+ = nan at step 4; checkpoint not "
                                                r"written, the last good checkpoint is kept"):
         train(cfg)
     assert _checkpoints(Path(cfg.paths.output_dir)) == kept
+    assert signal.getsignal(signal.SIGTERM) == handler  # Lightning's shutdown ran (it restores the handler)
 
 
 def test_weight_guard_stops_between_checkpoints(sample_root: Path, tmp_path: Path) -> None:

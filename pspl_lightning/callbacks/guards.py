@@ -44,6 +44,10 @@ class LastCheckpoint(Callback):
         step = trainer.global_step
         if self.every_n_steps > 0 and step % self.every_n_steps == 0 and self._saved_step != step:
             self._save(trainer)
+        if trainer.received_sigterm:
+            # SIGTERMException follows this step and on_exception saves: refuse non-finite weights here, where
+            # raising leaves Lightning's shutdown intact (an exception out of on_exception skips its teardown)
+            refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, step)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Always: this validation's results (best score, loop progress) belong in the checkpoint.
@@ -54,7 +58,6 @@ class LastCheckpoint(Callback):
                      exception: BaseException) -> None:
         # Lightning broadcasts SIGTERM to every rank and raises this on all of them at the same step, so
         # the collective save below cannot deadlock; it also covers a signal that arrives mid-validation.
-        # With non-finite weights the save raises TrainingDiverged instead: the run ends as diverged (exit 3).
         if isinstance(exception, SIGTERMException):
             self._save(trainer)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
