@@ -313,9 +313,12 @@ def test_compiled_kernels_equal_eager_kernels() -> None:
     """The torch.compile kernels (C++ here) against the same code run op by op, and the float64 formula."""
     pairs = [_pair_exact(p, k) for p, k in [("astronaut", "near_flat"), ("coffee", "mirror"),
                                             ("chelsea", "blur_offset")]]
-    hr, sr = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    hr, sr = torch.cat([p[0] for p in pairs] * 10), torch.cat([p[1] for p in pairs] * 10)  # 829,440 px
     c = {"c1": C1 / 255**2, "c2": C2 / 255**2, "plus_one": True}
-    compiled = ssim_map_exact(hr, sr, backend="compiled", **c)
+    ssim_module._COMPILED.keys.clear()
+    compiled = ssim_map_exact(hr, sr, **c)  # auto: large enough to compile
+    assert ssim_module._COMPILED.keys == {ssim_module._key((90, 106, 106), hr.device, tuple(
+        gaussian_kernel1d(11, 1.5, dtype=torch.float64).tolist()), c["c1"], c["c2"], True)}
     eager = ssim_map_exact(hr, sr, backend="eager", **c)
     torch.testing.assert_close(compiled, eager, rtol=2e-6, atol=0)
     ref_s = _ref_ssim(hr[1:2], sr[1:2], official=True)

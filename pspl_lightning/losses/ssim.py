@@ -188,15 +188,17 @@ class _Compiled:
             self.rows = torch.compile(_row_stats, dynamic=False, options=INDUCTOR_OPTIONS)
             self.columns = torch.compile(_column_stats, dynamic=False, options=INDUCTOR_OPTIONS)
         out = self.columns(xp, yp, self.rows(xp, yp, taps), taps, c1, c2, plus_one)
-        self.keys.add(_key(xp, taps, c1, c2, plus_one))
+        self.keys.add(_key(tuple(xp.shape), xp.device, taps, c1, c2, plus_one))
         return out
 
 
 _COMPILED = _Compiled()
 
 
-def _key(xp: Tensor, taps: tuple[float, ...], c1: float, c2: float, plus_one: bool) -> tuple:
-    return (tuple(xp.shape), xp.device, taps, c1, c2, plus_one)
+def _key(shape: tuple[int, ...], device: torch.device, taps: tuple[float, ...], c1: float, c2: float,
+         plus_one: bool) -> tuple:
+    """What a compiled graph is specialised on: padded shape, device, window and constants."""
+    return (shape, device, taps, c1, c2, plus_one)
 
 
 def ssim_map_exact(
@@ -230,7 +232,7 @@ def ssim_map_exact(
     r = window_size // 2
     auto = backend == "auto"
     if auto:
-        key = ((b * c, h + 2 * r, w + 2 * r), x.device, taps, c1, c2, plus_one)
+        key = _key((b * c, h + 2 * r, w + 2 * r), x.device, taps, c1, c2, plus_one)
         backend = "compiled" if x.numel() >= MIN_COMPILED_PIXELS and _COMPILED.usable(key) else "float64"
     if backend == "float64":
         return ssim_map(x, y, window_size=window_size, sigma=sigma, c1=c1, c2=c2, dtype=torch.float64,
