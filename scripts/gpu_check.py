@@ -284,8 +284,8 @@ def run_all(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
                                timeout=min(300.0, budget.left() - 60)))
     size = tuple(int(v) for v in args.loader_size.lower().split("x"))
     report["loader"] = budget.run(60, lambda: loader_patches_per_s(
-        args.workers, seconds=args.loader_seconds, batch=args.batch, images=args.loader_images, size=size,
-        pin_memory=device.type == "cuda"))
+        args.workers, seconds=args.loader_seconds, batch=args.batch, patch=2 * args.lr_patch,
+        images=args.loader_images, size=size, pin_memory=device.type == "cuda"))
     rates = [r["steps_per_s"] for r in report["steps"][first].values() if "steps_per_s" in r]
     if rates and not {"error", "skipped"} & set(report["loader"]):
         report["loader"]["gpu_consumes_patches_per_s"] = max(rates) * args.batch

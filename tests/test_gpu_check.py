@@ -117,6 +117,6 @@ def test_whole_check_on_cpu_prints_one_json_line(capsys: pytest.CaptureFixture) 
     assert set(steps) == set(gpu_check.STEP_VARIANTS)
     assert all(v["steps_per_s"] > 0 for v in steps.values()), steps
     assert report["sample_run"]["global_step"] == 2 and math.isfinite(report["sample_run"]["psnr_y"])
-    assert report["loader"]["0_workers"] > 0 and report["loader"]["gpu_consumes_patches_per_s"] > 0
+    assert report["loader"]["0_workers"] > 0 and report["loader"]["gpu_consumes_patches_per_s"] > 0, report
     assert report["loss_alone"]["ms"]["float32_exact"] > 0
     assert set(report["pspl_overhead"]) == {"fp32_eager", "bf16_channels_last"}
