@@ -281,7 +281,7 @@ def run_all(device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
     report["loss_alone"] = budget.run(60, lambda: loss_alone(device))
     report["sample_run"] = budget.run(
         90, lambda: sample_run([f"trainer={args.trainer}", "logger=csv", *args.sample_overrides],
-                               timeout=min(300.0, budget.left() - 60)))
+                               timeout=min(300.0, budget.left() - 60), cpu_psnr=args.cpu_psnr))
     size = tuple(int(v) for v in args.loader_size.lower().split("x"))
     report["loader"] = budget.run(60, lambda: loader_patches_per_s(
         args.workers, seconds=args.loader_seconds, batch=args.batch, patch=2 * args.lr_patch,
@@ -314,6 +314,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trainer", default="gpu", help="trainer group of the sample run")
     parser.add_argument("--sample-overrides", nargs="*", default=[],
                         help="extra pspl-train overrides of the sample run")
+    parser.add_argument("--cpu-psnr", type=float, default=CPU_SAMPLE_PSNR,
+                        help="the CPU's final val/psnr_y of the same 200-step run (`pspl-train logger=csv`)")
     parser.add_argument("--steps-only", nargs=2, metavar=("MODEL", "VARIANT"),
                         help="print one JSON line of steps_per_second(MODEL, VARIANT) and exit")
     parser.add_argument("extra", nargs="*", help="Hydra overrides for --steps-only")
