@@ -19,11 +19,14 @@ def _live_tensors() -> int:
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
 
 
-def _step(loss: PSPLLoss, net: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor, step: int) -> None:
+def _step(loss: PSPLLoss, net: torch.nn.Module, lr: torch.Tensor, hr: torch.Tensor,
+          step: int) -> torch.Tensor:
+    """One training step; returns the step's weight map (what the module hands to the callbacks)."""
     loss.set_step(step)
-    value = loss(net(lr), hr)
+    value, weights = loss.loss_and_weights(net(lr), hr)
     value.backward()
     net.zero_grad(set_to_none=True)
+    return weights
 
 
 @pytest.fixture
@@ -42,17 +45,16 @@ def test_hundred_steps_do_not_grow_memory(mode: str, one_thread) -> None:
     lr, hr = torch.rand(8, 3, 24, 24), torch.rand(8, 3, 48, 48)
     loss = PSPLLoss(ssim_mode=mode, step_unit=10)
     for step in range(10):  # warm-up: the filter buffers and allocator pools settle
-        _step(loss, net, lr, hr, step)
+        w = _step(loss, net, lr, hr, step)
     gc.collect()
     tensors, rss = _live_tensors(), _rss_mb()
     for step in range(10, 110):
-        _step(loss, net, lr, hr, step)
+        w = _step(loss, net, lr, hr, step)
     gc.collect()
     # A graph kept through the weights would hold ~10 tensors and ~1 MB per step: 100 steps show it.
     assert _live_tensors() == tensors
     assert _rss_mb() - rss < 8.0
-    w = loss.last_weights
-    assert w is not None and w.grad_fn is None and not w.requires_grad
+    assert w.grad_fn is None and not w.requires_grad
 
 
 def test_filter_keeps_one_set_of_buffers() -> None:
