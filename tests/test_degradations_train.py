@@ -68,10 +68,11 @@ def _net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
 
 
-def test_resume_under_a_synthetic_degradation_is_exact(sample_root: Path, tmp_path: Path) -> None:
-    """6 steps straight == 2 + resume + 4 (mid-epoch: 3 batches per epoch), with the realistic pipeline's
-    per-sample and per-batch randomness."""
-    common = ["degradation=realistic", "data.repeat=2", "trainer.max_steps=6", "trainer.val_check_interval=6",
+@pytest.mark.parametrize("name", ["dn", pytest.param("realistic", marks=pytest.mark.slow)])
+def test_resume_under_a_synthetic_degradation_is_exact(sample_root: Path, tmp_path: Path, name: str) -> None:
+    """6 steps straight == 2 + resume + 4 (mid-epoch: 3 batches per epoch), with per-sample noise (dn) and
+    the realistic pipeline's per-sample and per-batch randomness."""
+    common = [f"degradation={name}", "data.repeat=2", "trainer.max_steps=6", "trainer.val_check_interval=6",
               "optimizer.lr=1e-3", "loss.step_unit=4"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)

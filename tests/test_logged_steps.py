@@ -25,32 +25,42 @@ def _logged(run: Path) -> dict[str, list[int]]:
     return dict(steps)
 
 
-@pytest.mark.parametrize(("stop", "interval"), [
-    ("trainer.max_steps=6", 3),
-    ("+callbacks.stop._target_=tests.probes.StopAt", 3),
-    pytest.param("trainer.max_steps=6", 100, marks=pytest.mark.slow),
-],
-                         ids=["at_a_validation", "between_validations", "final_validations_only"])
-def test_resumed_run_logs_at_the_uninterrupted_steps(sample_root: Path, tmp_path: Path, stop: str,
-                                                     interval: int) -> None:
+AT_A_VALIDATION = ["trainer.max_steps=6"]
+BETWEEN_VALIDATIONS = ["+callbacks.stop._target_=tests.probes.StopAt", "+callbacks.stop.step=4"]
+
+
+def _check_resumes(sample_root: Path, tmp_path: Path, interval: int, stops: dict[int, list[str]]) -> None:
+    """One uninterrupted 9-step run against runs stopped at each step of ``stops`` and resumed to 9."""
     def cfg(name: str, *overrides: str):
-        return compose_config("train", [*TINY, f"data.root={sample_root}", *COMMON,
+        return compose_config("train", [*TINY, f"data.root={sample_root}", *COMMON, "trainer.max_steps=9",
                                         f"trainer.val_check_interval={interval}", *overrides],
                               tmp_path / name)
 
-    straight = cfg("a", "trainer.max_steps=9")
+    straight = cfg("straight")
     train(straight)
-    first = cfg("b", "trainer.max_steps=9", stop, *(["+callbacks.stop.step=4"] if "StopAt" in stop else []))
-    train(first)
-    run = Path(first.paths.output_dir)
-    train(cfg("c", "trainer.max_steps=9", f"resume={run}"))
-
-    expected, got = _logged(Path(straight.paths.output_dir)), _logged(run)
-    stopped_at = 6 if "max_steps" in stop else 4
-    for key, steps in expected.items():
-        # the interrupted run validated once more, where it stopped (logged by Lightning at that step - 1)
-        seen = [s for s in got[key] if not (key.startswith("val/") and s == stopped_at - 1
-                                            and stopped_at - 1 not in steps)]
-        assert seen == steps, key
+    expected = _logged(Path(straight.paths.output_dir))
     assert expected["val/psnr_y"] == ([2, 5, 8] if interval == 3 else [8])  # after steps 3, 6, 9 / 9
     assert expected["train/loss"] == list(range(9))
+    for stopped_at, stop in stops.items():
+        first = cfg(f"stop{stopped_at}", *stop)
+        train(first)
+        run = Path(first.paths.output_dir)
+        train(cfg(f"resume{stopped_at}", f"resume={run}"))
+        got = _logged(run)
+        for key, steps in expected.items():
+            # the interrupted run validated once more where it stopped (logged by Lightning at that step - 1)
+            seen = [s for s in got[key] if not (key.startswith("val/") and s == stopped_at - 1
+                                                and stopped_at - 1 not in steps)]
+            assert seen == steps, (stopped_at, key)
+
+
+def test_resumed_runs_log_at_the_uninterrupted_steps(sample_root: Path, tmp_path: Path) -> None:
+    """Stopped at a validation (step 6) and between validations (step 4), then resumed."""
+    _check_resumes(sample_root, tmp_path, 3, {6: AT_A_VALIDATION, 4: BETWEEN_VALIDATIONS})
+
+
+@pytest.mark.slow
+def test_resumed_run_logs_at_the_uninterrupted_steps_with_final_validations_only(sample_root: Path,
+                                                                                 tmp_path: Path) -> None:
+    """The issue's report: 6 steps, then resumed to 9, validating only at the end of each part."""
+    _check_resumes(sample_root, tmp_path, 100, {6: AT_A_VALIDATION})
