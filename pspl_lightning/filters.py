@@ -38,7 +38,7 @@ def separable_filter(x: Tensor, kernel: Tensor, padding: str = "zeros") -> Tenso
 
     Hand-written rather than ``kornia.filters.filter2d_separable``: the PSPL reference pads with zeros and
     the benchmark SSIM keeps only the valid region, and two small matrix products (``T_h @ x @ T_w^T``)
-    run about 4x faster on CPU than depthwise convolution (measured: 6.6 vs 27.6 ms for 16 x 15 x 96 x 96).
+    run several times faster on CPU than depthwise convolution (figures in docs/BENCHMARKS.md).
     """
     k = kernel.to(dtype=x.dtype, device=x.device)
     t_h = filter_matrix(x.shape[-2], k, padding)
@@ -53,7 +53,7 @@ class PaddedSeparableFilter:
     the rows with one large matrix product ``A @ T_w^T`` and the columns with one broadcast product
     ``T_h @ (.)``. The buffers and band matrices of the last (shape, dtype, device) are kept, so a
     training step allocates nothing here (every pass over memory counts in float64). Hand-written:
-    depthwise ``conv2d`` has no fast float64 CPU kernel (measured ~10x slower than these products).
+    depthwise ``conv2d`` has no fast float64 CPU kernel (much slower than these products; docs/BENCHMARKS.md).
     """
 
     def __init__(self, kernel: Tensor) -> None:

@@ -70,7 +70,7 @@ def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | Non
     if not floats:
         return None
     # A tensor is finite iff its min and max are (NaN propagates through both): one read of each tensor and
-    # no boolean copy, ~14x faster than isfinite(t).all() on EDSR-baseline (scripts/bench_guard.py).
+    # no boolean copy, much faster than isfinite(t).all() (scripts/bench_guard.py, docs/BENCHMARKS.md).
     # float64 holds every float type exactly, so a huge finite value never reads as an overflow.
     extremes = torch.stack([m.double() for _, t in floats for m in torch.aminmax(t)])
     finite = torch.isfinite(extremes).view(-1, 2).all(dim=1)

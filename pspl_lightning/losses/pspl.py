@@ -34,7 +34,7 @@ class PSPLLoss(nn.Module):
     ``E[x^2] - mu^2``; :func:`~pspl_lightning.losses.ssim.ssim_map_exact`): the weights match the float64
     formula to ~1e-6 at any sigma, on flat, saturated and textured data, and near SSIM = -1. Its
     compiled kernels run where ``torch.compile`` works and the batch has at least 262,144 pixels (float64
-    moments otherwise: same weights). ``"float64"``: banded float64 moments (exact, 3-5x slower on CPU);
+    moments otherwise: same weights). ``"float64"``: banded float64 moments (exact, slower on CPU);
     ``"float32"``: the reference's arithmetic (fast, wrong by up to ~1.9 in flat regions of ``official``).
     Timings: docs/BENCHMARKS.md.
 

@@ -21,15 +21,15 @@ C2 = 0.03**2
 
 # Inputs (B * C * H * W pixels) from which ``ssim_map_exact(backend="auto")`` runs the compiled kernels:
 # the recipe's 16 x 3 x 96 x 96 (442,368) and larger. Smaller ones (the sample set's 8 x 3 x 64 x 64, tests)
-# take the float64 moments, exact too and cheap there (2 ms for 4 x 3 x 48 x 48 on one CPU thread), where a
-# first compile (15-45 s on a quiet 2-core CPU, docs/BENCHMARKS.md) would cost a short run more than it saves.
+# take the float64 moments, exact too and cheap there, where a first compile (tens of seconds on a CPU,
+# docs/BENCHMARKS.md) would cost a short run more than it saves.
 MIN_COMPILED_PIXELS = 2**18
 # Distinct (shape, device, constants) keys compiled per process; TorchDynamo's own limit is 8 graphs per
 # function (grad or inference mode make more than one per key), beyond which it would silently run the
 # kernels eagerly (slow); later keys take the float64 moments.
 MAX_COMPILED_KEYS = 4
 # Fusion thresholds of Inductor: keep each level one loop nest in registers instead of materialising the
-# per-tap terms (measured 1.25x faster on CPU than Inductor's defaults, docs/BENCHMARKS.md).
+# per-tap terms (faster on CPU than Inductor's defaults, docs/BENCHMARKS.md).
 INDUCTOR_OPTIONS = {"realize_reads_threshold": 16, "realize_cpu_opcount_threshold": 1000,
                     "realize_cpu_acc_reads_threshold": 64}
 Backend = Literal["auto", "compiled", "eager", "float64"]
