@@ -196,7 +196,6 @@ def test_bad_launcher_settings_stop_before_any_job(sample_root: Path, tmp_path: 
     assert not list((tmp_path / "outputs" / "train" / "multiruns").glob("*/0"))
 
 
-@pytest.mark.slow
 def test_sigterm_to_the_sweep_checkpoints_every_running_job(sample_root: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "pspl_lightning.cli.train", "-m", "hydra/launcher=local_parallel", *SWEEP,
            f"data.root={sample_root}", "trainer=cpu", "trainer.max_steps=100000", "logger=csv",

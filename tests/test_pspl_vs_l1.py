@@ -114,3 +114,26 @@ def test_runs_the_sweep_and_reads_back_what_the_runs_wrote(sample_root: Path, tm
     assert summary["mean_diff"] == pytest.approx(summary["arms"]["pspl"]["final"]["7"]
                                                  - summary["arms"]["l1"]["final"]["7"])
     assert (tmp_path / "f.png").is_file()
+
+
+def test_readme_shows_the_committed_evidence() -> None:
+    """The README's "Does PSPL help?" shows the figure and the tables that pspl_vs_l1.py wrote."""
+    root = Path(__file__).resolve().parents[1]
+    figure, table = root / "docs" / "figures" / "pspl_vs_l1.png", root / "docs" / "figures" / "pspl_vs_l1.md"
+    numbers = json.loads(figure.with_suffix(".json").read_text())
+    readme = root.joinpath("README.md").read_text()
+    section = readme[readme.index("## Does PSPL help?"):]
+    section = section[:section.index("\n## ", 1)]
+    assert "(docs/figures/pspl_vs_l1.png)" in section and matplotlib.image.imread(figure).shape[1] >= 1000
+    for line in table.read_text().splitlines():
+        if line.startswith("|"):
+            assert line in section, f"README lacks the table line {line!r} of {table}"
+    pspl, l1 = numbers["arms"]["pspl"], numbers["arms"]["l1"]
+    diffs = sorted(numbers["paired_diff"].values())
+    assert f"ahead in {numbers['wins']} of {len(numbers['seeds'])} seeds, by {numbers['mean_diff']:+.2f} dB" \
+        in section
+    assert f"range from {diffs[0]:+.2f} to {diffs[-1]:+.2f} dB" in section
+    assert (f"L1's final mean ({numbers['target']:.2f} dB) at step {pspl['mean_first_reach']} and L1's at "
+            f"step {l1['mean_first_reach']}") in " ".join(section.split())
+    # the headline: make train's seed (42) with one thread is the evidence's PSPL run of seed 42
+    assert f"{pspl['final']['42']:.4f} dB with `OMP_NUM_THREADS=1`" in readme[:readme.index("## What PSPL")]
