@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from scipy import stats
 
 _SPEC = importlib.util.spec_from_file_location(
     "pspl_scripts_pspl_vs_l1", Path(__file__).resolve().parents[1] / "scripts" / "pspl_vs_l1.py")
@@ -130,10 +131,23 @@ def test_readme_shows_the_committed_evidence() -> None:
             assert line in section, f"README lacks the table line {line!r} of {table}"
     pspl, l1 = numbers["arms"]["pspl"], numbers["arms"]["l1"]
     diffs = sorted(numbers["paired_diff"].values())
-    assert f"ahead in {numbers['wins']} of {len(numbers['seeds'])} seeds, by {numbers['mean_diff']:+.2f} dB" \
-        in section
-    assert f"range from {diffs[0]:+.2f} to {diffs[-1]:+.2f} dB" in section
+    prose = " ".join(section.split())
+    assert f"PSPL is ahead in {numbers['wins']} of {len(numbers['seeds'])} seeds" in prose
+    assert f"mean paired difference (same seed, PSPL minus L1) is {numbers['mean_diff']:+.2f} dB" in prose
+    assert f"range from {diffs[0]:.2f} to {diffs[-1]:+.2f} dB" in prose
+    test = stats.ttest_1samp(diffs, 0.0)
+    assert f"t = {test.statistic:.2f}, p = {test.pvalue:.2f} ({len(diffs) - 1} degrees of freedom)" in prose
+    assert f"(std {pspl['std']:.2f} dB for PSPL, {l1['std']:.2f} dB for L1)" in prose
     assert (f"L1's final mean ({numbers['target']:.2f} dB) at step {pspl['mean_first_reach']} and L1's at "
-            f"step {l1['mean_first_reach']}") in " ".join(section.split())
+            f"step {l1['mean_first_reach']}") in prose
+    # the earlier commit's run quoted beside it, whose L1 runs are the same
+    earlier = json.loads((root / "docs" / "figures" / "pspl_vs_l1_cd97c5e.json").read_text())
+    assert (f"ahead in {earlier['wins']} of 3 seeds by {earlier['mean_diff']:+.2f} ± "
+            f"{earlier['std_diff']:.2f} dB") in prose
+    assert earlier["arms"]["l1"]["final"] == l1["final"]
     # the headline: make train's seed (42) with one thread is the evidence's PSPL run of seed 42
-    assert f"{pspl['final']['42']:.4f} dB with `OMP_NUM_THREADS=1`" in readme[:readme.index("## What PSPL")]
+    headline = " ".join(readme[:readme.index("## What PSPL")].split())
+    assert f"{pspl['final']['42']:.4f} dB with `OMP_NUM_THREADS=1`" in headline
+    assert f"and {earlier['arms']['pspl']['final']['42']:.4f} dB (1 thread)" in headline
+    finals = sorted(pspl["final"].values())
+    assert f"PSPL ends between {finals[0]:.2f} and {finals[-1]:.2f} dB over seeds 42-44" in headline
