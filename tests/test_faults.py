@@ -230,6 +230,25 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_p
     assert tensor_dicts_equal(_net_weights(run / "checkpoints" / "last.ckpt"), uninterrupted)
 
 
+def test_sigterm_in_an_epochs_last_batch_resumes_exactly(sample_root: Path, tmp_path: Path) -> None:
+    """The signal seen in an epoch's last batch stops the run after the epoch has ended; resumed from that
+    checkpoint, the next epoch must be run, not skipped (it was, and the resumed run saw other patches)."""
+    common = ["trainer.val_check_interval=1000", "schedule.checkpoint_every_n_steps=1000"]
+    stopped = _cfg(tmp_path / "a", sample_root, *common, "trainer.max_steps=1000",
+                   "+callbacks.term._target_=tests.probes.SigtermAt", "+callbacks.term.step=3")
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        train(stopped)
+    run = Path(stopped.paths.output_dir)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (ckpt["global_step"], ckpt["epoch"]) == (3, 1)  # epoch 0 (3 steps) ended, 1 not begun
+    train(_cfg(tmp_path / "b", sample_root, *common, "trainer.max_steps=5", f"resume={run}"))
+    straight = _cfg(tmp_path / "c", sample_root, *common, "trainer.max_steps=5")
+    train(straight)
+    uninterrupted = _net_weights(Path(straight.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert tensor_dicts_equal(_net_weights(run / "checkpoints" / "last.ckpt"), uninterrupted)
+    assert _column(run, "pspl/sigma") == pytest.approx(_column(Path(straight.paths.output_dir), "pspl/sigma"))
+
+
 def test_atomic_checkpoint_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
