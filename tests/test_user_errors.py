@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -18,13 +19,17 @@ from pspl_lightning.cli.failures import expected_failure, failure_line
 from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError, TrainingDiverged
 
 
-def _run(module: str, *args: str, root: Path, full_error: bool = False) -> subprocess.CompletedProcess:
+def _env(root: Path, full_error: bool = False) -> dict[str, str]:
     env = {**os.environ, "PSPL_ROOT": str(root), "WANDB_MODE": "disabled"}
     env.pop("HYDRA_FULL_ERROR", None)
     if full_error:
         env["HYDRA_FULL_ERROR"] = "1"
+    return env
+
+
+def _run(module: str, *args: str, root: Path, full_error: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"pspl_lightning.cli.{module}", *args], capture_output=True,
-                          text=True, env=env, timeout=300)
+                          text=True, env=_env(root, full_error), timeout=300)
 
 
 def _assert_one_line(proc: subprocess.CompletedProcess, *names: str) -> None:
@@ -35,58 +40,87 @@ def _assert_one_line(proc: subprocess.CompletedProcess, *names: str) -> None:
     assert all(name in line for name in names), line
 
 
-@pytest.fixture
-def bad_image_folder(tmp_path: Path, sample_root: Path) -> Path:
-    folder = tmp_path / "mine" / "HR"
-    folder.mkdir(parents=True)
-    (folder / "notes.png").write_text("not an image")
+def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], bool]]:
+    """Each mistake as (entry point, arguments, HYDRA_FULL_ERROR), with the inputs it needs made in root."""
+    (root / "empty").mkdir()
+    images = root / "mine" / "HR"
+    images.mkdir(parents=True)
+    (images / "notes.png").write_text("not an image")
     for name in ("astronaut", "coffee"):
-        (folder / f"{name}.png").write_bytes((sample_root / "train" / "HR" / "astronaut.png").read_bytes())
-    return folder
+        (images / f"{name}.png").write_bytes((sample_root / "train" / "HR" / "astronaut.png").read_bytes())
+    (root / "a_file").write_text("")
+    cases = {
+        "div2k_layout": ("train", ["data=div2k", f"data.root={root / 'empty'}"], False),
+        "small_images": ("train", [f"data.root={sample_root}", "data.patch_size=1024"], False),
+        "not_an_image": ("train", ["data=folder", f"data.root={images.parent}", "data.hr_dir=HR",
+                                   "data.val_hr_dir=HR", "data.cache_dir=null"], False),
+        "gpu_trainer": ("train", ["trainer=gpu"], False),
+        "run_folder": ("train", [f"hydra.run.dir={root / 'a_file' / 'run'}"], False),
+        "eval_ckpt": ("eval", ["ckpt=/nonexistent/x2.ckpt"], False),
+        "upscale_input": ("upscale", ["ckpt=/nonexistent/x2.ckpt", f"input={root / 'nowhere'}",
+                                      f"output={root / 'sr'}"], False),
+        "full_error": ("train", ["loss.alpha=0", "loss.beta=0"], True),
+    }
+    if torch.cuda.is_available():  # there the GPU trainer is no mistake: it would train
+        del cases["gpu_trainer"]
+    return cases
 
 
-def test_div2k_root_without_the_layout(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    proc = _run("train", "data=div2k", f"data.root={tmp_path / 'empty'}", root=tmp_path)
-    _assert_one_line(proc, f"DIV2K folder {tmp_path / 'empty' / 'DIV2K_train_HR'} does not exist",
+@pytest.fixture(scope="module")
+def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
+             ) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
+    """Every case run at once, each in its own folder (most of each run is importing torch and Lightning:
+    side by side they take the time of a few, not of all)."""
+    root = tmp_path_factory.mktemp("mistakes")
+    running, done = {}, {}
+    with ExitStack() as files:
+        for name, (module, args, full_error) in _cases(root, sample_root).items():
+            (root / name).mkdir()
+            out = files.enter_context(open(root / name / "out.txt", "w"))  # a file: no pipe fills and blocks
+            cmd = [sys.executable, "-m", f"pspl_lightning.cli.{module}", *args]
+            running[name] = subprocess.Popen(cmd, cwd=root / name, env=_env(root / name, full_error),
+                                             stdout=out, stderr=subprocess.STDOUT)
+        for name, proc in running.items():
+            proc.wait(timeout=300)
+            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode,
+                                                     (root / name / "out.txt").read_text(), "")
+    return root, done
+
+
+def test_div2k_root_without_the_layout(mistakes) -> None:
+    root, proc = mistakes[0], mistakes[1]["div2k_layout"]
+    _assert_one_line(proc, f"DIV2K folder {root / 'empty' / 'DIV2K_train_HR'} does not exist",
                      "expected the DIV2K layout")
 
 
-def test_images_smaller_than_the_patch(tmp_path: Path, sample_root: Path) -> None:
-    proc = _run("train", f"data.root={sample_root}", "data.patch_size=1024", root=tmp_path)
-    _assert_one_line(proc, "smaller than the LR patch of 512")
+def test_images_smaller_than_the_patch(mistakes) -> None:
+    _assert_one_line(mistakes[1]["small_images"], "smaller than the LR patch of 512")
 
 
-def test_a_file_that_is_not_an_image(tmp_path: Path, bad_image_folder: Path) -> None:
-    proc = _run("train", "data=folder", f"data.root={bad_image_folder.parent}", "data.hr_dir=HR",
-                "data.val_hr_dir=HR", "data.cache_dir=null", root=tmp_path)
-    _assert_one_line(proc, str(bad_image_folder / "notes.png"))
+def test_a_file_that_is_not_an_image(mistakes) -> None:
+    _assert_one_line(mistakes[1]["not_an_image"], str(mistakes[0] / "mine" / "HR" / "notes.png"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the mistake is asking for a GPU where there is none")
-def test_gpu_trainer_without_cuda(tmp_path: Path) -> None:
-    proc = _run("train", "trainer=gpu", root=tmp_path)
-    _assert_one_line(proc, "trainer.accelerator=gpu asks for a GPU", "trainer=cpu", "trainer=ddp_cpu")
+def test_gpu_trainer_without_cuda(mistakes) -> None:
+    _assert_one_line(mistakes[1]["gpu_trainer"], "trainer.accelerator=gpu asks for a GPU", "trainer=cpu",
+                     "trainer=ddp_cpu")
 
 
-def test_run_folder_that_cannot_be_created(tmp_path: Path) -> None:
-    blocker = tmp_path / "a_file"
-    blocker.write_text("")
-    proc = _run("train", f"hydra.run.dir={blocker / 'run'}", root=tmp_path)
-    _assert_one_line(proc, f"Cannot create the run folder {blocker / 'run'}", "hydra.run.dir=<folder>")
+def test_run_folder_that_cannot_be_created(mistakes) -> None:
+    blocked = mistakes[0] / "a_file" / "run"
+    _assert_one_line(mistakes[1]["run_folder"], f"Cannot create the run folder {blocked}",
+                     "hydra.run.dir=<folder>")
 
 
-def test_eval_and_upscale_with_a_missing_checkpoint(tmp_path: Path) -> None:
-    _assert_one_line(_run("eval", "ckpt=/nonexistent/x2.ckpt", root=tmp_path),
-                     "checkpoint /nonexistent/x2.ckpt does not exist")
-    proc = _run("upscale", "ckpt=/nonexistent/x2.ckpt", f"input={tmp_path / 'nowhere'}",
-                f"output={tmp_path / 'sr'}", root=tmp_path)
-    _assert_one_line(proc, f"input={tmp_path / 'nowhere'} does not exist")
+def test_eval_and_upscale_with_a_missing_checkpoint(mistakes) -> None:
+    _assert_one_line(mistakes[1]["eval_ckpt"], "checkpoint /nonexistent/x2.ckpt does not exist")
+    _assert_one_line(mistakes[1]["upscale_input"], f"input={mistakes[0] / 'nowhere'} does not exist")
 
 
-def test_full_error_shows_the_traceback(tmp_path: Path) -> None:
-    proc = _run("train", "loss.alpha=0", "loss.beta=0", root=tmp_path, full_error=True)
-    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+def test_full_error_shows_the_traceback(mistakes) -> None:
+    proc = mistakes[1]["full_error"]
+    assert proc.returncode != 0 and "Traceback" in proc.stdout and "ConfigError" in proc.stdout
 
 
 def test_errors_found_through_their_wrappers() -> None:

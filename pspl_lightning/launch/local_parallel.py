@@ -161,6 +161,10 @@ class _SlotPool:
         with _environ(env):  # submitit copies os.environ into the new process
             job = self.executor.submit(self.launcher, overrides, "hydra.sweep.dir", num, f"job_id_for_{num}",
                                        Singleton.get_state())
+        # submitit waits up to 15 s for a finished job's result file, for network file systems; a local job
+        # writes it before its process exits, so a job that died without one is known at once and its slot
+        # is free for the next job (without this a killed job held its slot idle for 15 s)
+        job._results_timeout_s = 0
         self.running[num] = (job, slot, overrides)
         log.info("#%d started (slot %d, CUDA_VISIBLE_DEVICES=%r): %s", num, slot, ",".join(map(str, gpus)),
                  " ".join(filter_overrides(overrides)))
