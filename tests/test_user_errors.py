@@ -1,4 +1,5 @@
-"""Every mistake a user can make ends in one line naming the key or the file, exit status 2, no traceback.
+"""Every mistake a user can make ends in one line naming the key or the file, exit status 2, no traceback
+(and a diverged run in one line, exit status 3).
 
 Each case runs the real entry point in a subprocess, as a user would (docs/FAULTS.md lists them).
 """
@@ -17,10 +18,13 @@ from torch.multiprocessing import ProcessRaisedException
 
 from pspl_lightning.cli.failures import expected_failure, failure_line
 from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError, TrainingDiverged
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository: the probes in tests/ import from there
 
 
 def _env(root: Path, full_error: bool = False) -> dict[str, str]:
-    env = {**os.environ, "PSPL_ROOT": str(root), "WANDB_MODE": "disabled"}
+    env = {**os.environ, "PSPL_ROOT": str(root), "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
     env.pop("HYDRA_FULL_ERROR", None)
     if full_error:
         env["HYDRA_FULL_ERROR"] = "1"
@@ -60,6 +64,10 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
         "upscale_input": ("upscale", ["ckpt=/nonexistent/x2.ckpt", f"input={root / 'nowhere'}",
                                       f"output={root / 'sr'}"], False),
         "full_error": ("train", ["loss.alpha=0", "loss.beta=0"], True),
+        "bad_degradation": ("train", [*TINY, f"data.root={sample_root}", "degradation=bd",
+                                      "degradation.kernel_size=6"], False),
+        "diverged": ("train", [*TINY, f"data.root={sample_root}", "loss=l1", "trainer.max_steps=4",
+                               "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=1"], False),
     }
     if torch.cuda.is_available():  # there the GPU trainer is no mistake: it would train
         del cases["gpu_trainer"]
@@ -121,6 +129,18 @@ def test_eval_and_upscale_with_a_missing_checkpoint(mistakes) -> None:
 def test_full_error_shows_the_traceback(mistakes) -> None:
     proc = mistakes[1]["full_error"]
     assert proc.returncode != 0 and "Traceback" in proc.stdout and "ConfigError" in proc.stdout
+
+
+def test_pspl_train_reports_a_bad_degradation_in_one_line(mistakes) -> None:
+    _assert_one_line(mistakes[1]["bad_degradation"],
+                     "Invalid configuration: degradation.kernel_size=6 is not allowed: expected an odd")
+
+
+def test_cli_exits_3_on_divergence(mistakes) -> None:
+    proc = mistakes[1]["diverged"]
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    assert "Training stopped: non-finite training loss nan at step 1; stopped" in proc.stdout
+    assert "Traceback" not in proc.stdout
 
 
 def test_errors_found_through_their_wrappers() -> None:
