@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +51,3 @@ class StopAt(Callback):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
 
-
-class SigtermAt(Callback):
-    """Sends SIGTERM to its own process after optimizer step ``step``: a real signal, at a chosen moment."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)

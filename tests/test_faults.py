@@ -225,7 +225,7 @@ def test_sigterm_in_an_epochs_last_batch_resumes_exactly(sample_root: Path, tmp_
     checkpoint, the next epoch must be run, not skipped (it was, and the resumed run saw other patches)."""
     common = ["trainer.val_check_interval=1000", "schedule.checkpoint_every_n_steps=1000"]
     stopped = _cfg(tmp_path / "a", sample_root, *common, "trainer.max_steps=1000",
-                   "+callbacks.term._target_=tests.probes.SigtermAt", "+callbacks.term.step=3")
+                   "+callbacks.term._target_=tests.fault_probes.SigtermAt", "+callbacks.term.step=3")
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
         train(stopped)
     run = Path(stopped.paths.output_dir)
