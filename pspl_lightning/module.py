@@ -77,6 +77,7 @@ class SRModule(L.LightningModule):
         })
         self.run_config = _plain(run_config)
         self.last_val_metrics: dict[str, float] = {}
+        self._drop_update = False  # on_nonfinite=skip: a batch of this optimizer step had a non-finite loss
 
     @property
     def plain_net(self) -> nn.Module:
@@ -102,7 +103,7 @@ class SRModule(L.LightningModule):
         # it here makes a resumed run log every metric at the step the uninterrupted run logs it at.
         self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor] | None:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         lr, hr = self.to_float(batch[:2])
         sr = self.net(lr)
         if isinstance(self.loss, PSPLLoss):
@@ -110,8 +111,10 @@ class SRModule(L.LightningModule):
         else:
             loss, weights = self.loss(sr, hr), None
         # Agreed across ranks (a rank that skipped alone would hang DDP); one host sync per step.
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
-            return self._non_finite(loss)
+        finite = bool(torch.isfinite(loss))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self._non_finite(loss if not finite else None)  # stops the run unless on_nonfinite=skip
+            return self._skipped_batch()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])  # the rate this step uses
         with torch.no_grad():  # plain L1 as a yardstick comparable across losses
@@ -119,15 +122,35 @@ class SRModule(L.LightningModule):
         # the callbacks (pace statistics, image panel) read the weight map from the step's outputs
         return {"loss": loss} if weights is None else {"loss": loss, "weights": weights}
 
-    def _non_finite(self, loss: Tensor) -> None:
-        message = f"non-finite training loss {float(loss)} at step {self.global_step}"
+    def _non_finite(self, loss: Tensor | None) -> None:
+        """Log the skip, or stop the run, for a non-finite loss: ``loss`` is this rank's, None where
+        another rank's was."""
+        value = "on another rank" if loss is None else float(loss)
+        message = f"non-finite training loss {value} at step {self.global_step}"
         if self.on_nonfinite == "skip":
             log.warning("%s: batch skipped (on_nonfinite=skip)", message)
-            return None
+            return
         raise TrainingDiverged(
             f"{message}; stopped, the last good checkpoint is kept in the run's checkpoints/ folder "
             f"(on_nonfinite=skip skips such batches instead)"
         )
+
+    def _skipped_batch(self) -> dict[str, Tensor]:
+        """What a skipped batch returns: a loss whose gradient is exactly zero and reaches every trainable
+        weight. Backward and DDP's gradient all-reduce, which every rank must join, run as usual; the update
+        itself is dropped in :meth:`on_before_optimizer_step`. (Lightning refuses the simpler ``return None``
+        under DDP.)"""
+        self._drop_update = True
+        zero = sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
+        return {"loss": zero, "skipped": torch.ones((), dtype=torch.bool)}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # A skipped batch drops its optimizer step's whole update (with gradient accumulation, the other
+        # batches' too): no gradient at all, so the optimizer changes neither the weights nor its state
+        # (Adam's moments and step count). Lightning still counts the step: sigma and the LR move on.
+        if self._drop_update:
+            optimizer.zero_grad(set_to_none=True)
+            self._drop_update = False
 
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         if len(batch) == 3:  # padding that evens out the ranks' validation shards: not scored

@@ -11,6 +11,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from pspl_lightning.losses import PSPLLoss
+
 
 class RankProbe(Callback):
     """Every rank appends (step, sigma, lr, world size) to ``out_dir/rank<r>.jsonl`` before each update."""
@@ -51,3 +53,31 @@ class StopAt(Callback):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
 
+
+
+class PSPLNaNOnRank(PSPLLoss):
+    """PSPL whose call number ``nan_call`` (0-based) returns NaN on DDP rank ``nan_rank`` only."""
+
+    def __init__(self, nan_rank: int, nan_call: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nan_rank, self.nan_call, self.calls = nan_rank, nan_call, 0
+
+    def loss_and_weights(self, sr: Tensor, hr: Tensor, sigma: float | None = None) -> tuple[Tensor, Tensor]:
+        loss, weights = super().loss_and_weights(sr, hr, sigma)
+        self.calls += 1
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        bad = self.calls - 1 == self.nan_call and rank == self.nan_rank
+        return (loss * float("nan") if bad else loss), weights
+
+
+class SkipProbe(Callback):
+    """Every rank appends (global step, whether the batch was skipped) to ``out_dir/skips<r>.jsonl``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.out_dir / f"skips{trainer.global_rank}.jsonl", "a") as fh:
+            fh.write(json.dumps({"step": trainer.global_step, "skipped": "skipped" in outputs}) + "\n")

@@ -1,6 +1,7 @@
 """DDP in the default suite: 2 gloo ranks (ddp_spawn) train a tiny network through the project's DataModule
 and validation sampler; sigma and the LR agree on every rank, and the synced PSNR/SSIM over 3 validation
-images (2 on rank 0, 1 plus an unscored pad on rank 1) equal the single-process values."""
+images (2 on rank 0, 1 plus an unscored pad on rank 1) equal the single-process values; with
+``on_nonfinite=skip``, a NaN loss on one rank makes every rank skip that batch."""
 
 from __future__ import annotations
 
@@ -45,8 +46,15 @@ def test_ddp_spawn_two_ranks_agree_and_validate_like_one_process(train_cfg, samp
                     f"data.lr_dir={sample_root}/train/LR_bicubic", f"data.val_hr_dir={val_dir}",
                     "data.patch_size=32", "data.batch_size=4", "data.repeat=2", "data.num_workers=0",
                     "data.progress=false", "+callbacks.probe._target_=tests.probes.RankProbe",
-                    f"+callbacks.probe.out_dir={probe}")
+                    f"+callbacks.probe.out_dir={probe}", "on_nonfinite=skip",
+                    "loss._target_=tests.probes.PSPLNaNOnRank", "+loss.nan_rank=1", "+loss.nan_call=2",
+                    "+callbacks.skips._target_=tests.probes.SkipProbe", f"+callbacks.skips.out_dir={probe}")
     metrics = train(cfg)
+
+    # rank 1's loss at step 2 is NaN: both ranks skip that batch (a rank skipping alone would desync DDP)
+    skips = {r: [json.loads(line) for line in (probe / f"skips{r}.jsonl").read_text().splitlines()]
+             for r in (0, 1)}
+    assert skips[0] == skips[1] == [{"step": s + 1, "skipped": s == 2} for s in range(4)]
 
     ranks = _ranks(probe)
     assert sorted(ranks) == [0, 1]
