@@ -1,4 +1,5 @@
-"""Every image becomes 8-bit RGB: gray, gray+alpha, RGBA, palette, 16-bit gray and 16-bit RGB files."""
+"""Every image becomes 8-bit RGB: gray, 1-bit, gray+alpha, RGBA, palette, 16-bit, CMYK, YCbCr, LAB and HSV
+files; floating-point images are refused."""
 
 from __future__ import annotations
 
@@ -71,3 +72,57 @@ def test_not_an_image_and_missing_file(tmp_path: Path) -> None:
         read_image(tmp_path / "x.png")
     with pytest.raises(ImageReadError, match=r"y\.png: file not found"):
         read_image(tmp_path / "y.png")
+
+
+def test_1bit_gray_is_black_or_white(tmp_path: Path) -> None:
+    """A 1-bit image (Pillow mode "1", read as booleans) becomes 0 / 255 in R, G and B."""
+    bits = np.array([[0, 1, 1, 0, 1], [1, 0, 0, 1, 1]], dtype=bool)
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    assert Image.open(tmp_path / "b.png").mode == "1"
+    out = read_image(tmp_path / "b.png")
+    assert out.shape == (2, 5, 3) and out.dtype == np.uint8
+    assert all(np.array_equal(out[:, :, c], bits.astype(np.uint8) * 255) for c in range(3))
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("CMYK", "TIFF"), ("CMYK", "JPEG"), ("YCbCr", "TIFF"),
+                                           ("LAB", "TIFF")])
+def test_colour_modes_are_converted_by_pillow(tmp_path: Path, mode: str, fmt: str) -> None:
+    """CMYK, YCbCr and LAB files read as Pillow's ``convert("RGB")``, not as their raw channels."""
+    channels = len(Image.new(mode, (1, 1)).getbands())
+    arr = np.random.default_rng(1).integers(0, 256, (6, 7, channels), dtype=np.uint8)
+    path = tmp_path / f"c.{fmt.lower()}"
+    Image.fromarray(arr, mode).save(path, format=fmt)
+    with Image.open(path) as im:
+        assert im.mode == mode
+        raw, expected = np.array(im), np.array(im.convert("RGB"))
+    out = read_image(path)
+    assert out.shape == (6, 7, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    assert not np.array_equal(out, raw[:, :, :3])  # the channels were converted, not passed through
+
+
+def test_cmyk_known_colours(tmp_path: Path) -> None:
+    """No ink is white, full black ink is black, full cyan is (0, 255, 255)."""
+    cmyk = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [255, 0, 0, 0]]], dtype=np.uint8)
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "k.tif")
+    assert read_image(tmp_path / "k.tif").tolist() == [[[255, 255, 255], [0, 0, 0], [0, 255, 255]]]
+
+
+def test_hsv_is_converted_by_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HSV (which no Pillow writer can store, so the decoder is faked) reads as ``convert("RGB")``."""
+    arr = np.random.default_rng(2).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    hsv = Image.fromarray(arr, "HSV")
+    expected = np.array(hsv.convert("RGB"))
+    assert not np.array_equal(expected, arr)
+    (tmp_path / "h.png").write_bytes(b"")
+    monkeypatch.setattr(Image, "open", lambda path: hsv.copy())
+    np.testing.assert_array_equal(read_image(tmp_path / "h.png"), expected)
+
+
+def test_floating_point_image_is_refused(tmp_path: Path) -> None:
+    """A 32-bit float TIFF (Pillow mode "F") is refused with an error naming the file."""
+    Image.fromarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4), "F").save(tmp_path / "f.tif")
+    assert Image.open(tmp_path / "f.tif").mode == "F"
+    with pytest.raises(ImageReadError, match=r"f\.tif: floating-point images are not supported "
+                                             r"\(expected 8- or 16-bit\)"):
+        read_image(tmp_path / "f.tif")
