@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.utilities.data import _update_dataloader
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from pspl_lightning.data.cache import DecodedCache
 from pspl_lightning.data.datasets import PairDataset, PatchDataset, collate_patches
@@ -111,18 +110,3 @@ def test_workers_stream_from_memory_maps(mapped) -> None:
     assert len(batches) == 4 and mapped._maps is None  # the main process never mapped anything
     for lr, hr in batches:
         assert lr.shape == (8, 3, 8, 8) and torch.equal(_up(lr), hr)
-
-
-def test_distributed_sampler_shards_the_epoch(mapped) -> None:
-    """What Lightning does under DDP: the same loader rebuilt with a DistributedSampler per rank."""
-    ds = PatchDataset(mapped, scale=2, patch_size=16, repeat=4)
-    loader = DataLoader(ds, batch_size=2, shuffle=True, drop_last=True, collate_fn=collate_patches)
-    seen = []
-    for rank in range(2):
-        sampler = DistributedSampler(ds, num_replicas=2, rank=rank, shuffle=True, seed=0)
-        sharded = _update_dataloader(loader, sampler)
-        assert sharded.collate_fn is collate_patches and len(sharded) == 4
-        seen.append(set(sampler))
-        lr, hr = next(iter(sharded))
-        assert lr.shape == (2, 3, 8, 8) and torch.equal(_up(lr), hr)
-    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(16))

@@ -7,21 +7,31 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pspl_lightning.cli.train import train
 from tests.conftest import TINY, compose_config
 
-COMMON = ["trainer.log_every_n_steps=1", "logger=csv"]
+COMMON = ["trainer.log_every_n_steps=1", "logger=[csv,tensorboard]"]
 
 
 def _logged(run: Path) -> dict[str, list[int]]:
-    """metric -> the steps at which csv/metrics.csv holds a value of it."""
+    """metric -> the steps at which csv/metrics.csv holds a value of it; the TensorBoard event files of the
+    run (all of them: a resumed run adds a file) must hold every metric at the same steps."""
     steps: dict[str, list[int]] = defaultdict(list)
     with open(run / "csv" / "metrics.csv") as fh:
         for row in csv.DictReader(fh):
             for key, value in row.items():
                 if key not in ("step", "epoch") and value not in ("", None):  # epoch: Lightning's bookkeeping
                     steps[key].append(int(row["step"]))
+    board: dict[str, list[int]] = defaultdict(list)
+    for events in sorted((run / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            board[tag] += [e.step for e in acc.Scalars(tag)]
+    board.pop("epoch", None)
+    assert {k: sorted(v) for k, v in board.items()} == {k: sorted(v) for k, v in steps.items()}
     return dict(steps)
 
 
