@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from pspl_lightning.archs import EDSR, RCAN, RDN, SRCNN, VDSR, MSRResNet, TinySR
 from pspl_lightning.cli.train import train
 from pspl_lightning.imresize import imresize
+from tests.conftest import compose_config
 
 
 def n_params(net: torch.nn.Module) -> int:
@@ -90,6 +92,55 @@ def test_published_counts_spelled_out() -> None:
     assert n_params(EDSR(2, 32, 256, 0.1)) - MEAN_SHIFTS == 40_729_603
     assert n_params(RCAN(2)) - MEAN_SHIFTS == 15_444_643
     assert n_params(RDN(2)) == 22_123_395
+
+
+# docs/REPRODUCE.md's parameter-count table (x2 unless the overrides say otherwise) and the rounded
+# "published" figures that README.md and the table quote: (model, overrides, trainable, frozen, published).
+CONFIG_COUNTS = [
+    ("edsr_baseline", [], 1_369_859, 24, "1.37M"),
+    ("edsr", [], 40_729_603, 24, "40.7M"),
+    ("rcan", [], 15_444_643, 24, "15.4M"),
+    ("rdn", [], 22_123_395, 0, "22.1M"),
+    ("msrresnet", [], 1_369_859, 0, "1.37M"),
+    ("msrresnet", ["data.scale=4"], 1_517_571, 0, "1.52M"),
+    ("vdsr", [], 668_227, 0, "0.67M"),
+    ("vdsr", ["model.channels=y"], 665_921, 0, "0.67M"),
+    ("srcnn", [], 57_281, 0, "57k"),
+    ("srcnn", ["model.kernel_sizes=[9,1,5]"], 8_129, 0, "8k"),
+    ("tiny", [], 12_483, 0, None),
+]
+
+
+def _rounds_to(count: int, text: str) -> bool:
+    """Whether ``count`` printed to the precision of ``text`` ("1.37M", "57k") gives ``text``."""
+    unit = {"M": 1e6, "k": 1e3}[text[-1]]
+    decimals = len(text[:-1].partition(".")[2])
+    return f"{count / unit:.{decimals}f}" == text[:-1]
+
+
+@pytest.mark.parametrize(("name", "overrides", "trainable", "frozen", "published"), CONFIG_COUNTS,
+                         ids=[f"{c[0]}{''.join('-' + o for o in c[1])}" for c in CONFIG_COUNTS])
+def test_parameter_counts_of_the_model_configs(name: str, overrides: list[str], trainable: int, frozen: int,
+                                               published: str | None, tmp_path: Path) -> None:
+    """``configs/model/<name>.yaml`` as composed by ``pspl-train model=<name>`` (default data: x2) has the
+    counts the docs give (``init_from`` is the warm-start file, not a constructor argument)."""
+    cfg = compose_config("train", [f"model={name}", *overrides], tmp_path)
+    net = instantiate({k: v for k, v in cfg.model.items() if k != "init_from"})
+    params = list(net.parameters())
+    assert sum(p.numel() for p in params if p.requires_grad) == trainable
+    assert sum(p.numel() for p in params if not p.requires_grad) == frozen
+    if published is not None:
+        assert _rounds_to(trainable, published)
+
+
+def test_rounding_helper() -> None:
+    assert _rounds_to(1_369_859, "1.37M") and _rounds_to(57_281, "57k") and _rounds_to(40_729_603, "40.7M")
+    assert not _rounds_to(1_375_000, "1.37M") and not _rounds_to(58_600, "57k")
+
+
+def test_every_model_config_has_a_documented_count() -> None:
+    configs = {p.stem for p in (Path(__file__).parents[1] / "configs" / "model").glob("*.yaml")}
+    assert configs == {c[0] for c in CONFIG_COUNTS}
 
 
 SMALL = {
