@@ -26,6 +26,9 @@ BAD_CONFIGS = [
     (["model.scale=3"], "model.scale=3 differs from data.scale=2"),
     (["trainer.max_steps=0"], "trainer.max_steps=0 is not allowed"),
     (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is not allowed: expected a learning rate > 0"),
+    (["schedule.lr_gamma=0"], "schedule.lr_gamma=0 is not allowed: expected a factor in (0, 1]"),
+    (["schedule.lr_gamma=1.5"], "schedule.lr_gamma=1.5 is not allowed: expected a factor in (0, 1]"),
+    (["schedule.lr_gamma=x"], "schedule.lr_gamma='x' is not allowed: expected a factor in (0, 1]"),
     (["schedule.lr_milestones=[10]"], "schedule.lr_milestones [10] are at or beyond trainer.max_steps=6"),
     (["schedule.lr_milestones=[4,2]"], "schedule.lr_milestones=[4, 2] is not allowed"),
     (["on_nonfinite=maybe"], "on_nonfinite='maybe' is not allowed: expected 'stop' or 'skip'"),
@@ -63,6 +66,7 @@ def test_unknown_key_is_rejected_by_hydra(train_cfg) -> None:
 def test_good_config_passes(train_cfg) -> None:
     check_train_config(train_cfg())
     check_train_config(train_cfg("loss=l1"))  # no PSPL keys to check
+    check_train_config(train_cfg("schedule.lr_gamma=1"))  # (0, 1] includes 1: a constant learning rate
 
 
 def test_sigma_check_runs_before_data(train_cfg, tmp_path) -> None:
