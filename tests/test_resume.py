@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError
 from tests.conftest import TINY, compose_config
 from tests.fault_probes import tensor_dicts_equal
 
@@ -106,3 +107,22 @@ def test_requeued_slurm_job_continues_its_hpc_checkpoint(sample_root: Path, tmp_
     assert train(requeued)["global_step"] == 4
     assert _steps(probe) == [2, 3]  # continued from the hpc checkpoint's step 2
     assert (folder / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ckpt_path_starts_a_new_run_folder_from_a_checkpoint(sample_root: Path, tmp_path: Path) -> None:
+    """``ckpt_path=<file>``: the run goes on from the file's step in a folder of its own; the file's run
+    folder is left as it was. With ``resume`` as well, or a missing file: one ConfigError naming the key."""
+    first = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=3")
+    train(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    before = ckpt.read_bytes()
+    second = _cfg(tmp_path / "b", sample_root, "trainer.max_steps=5", f"ckpt_path={ckpt}")
+    assert train(second)["global_step"] == 5
+    assert Path(second.paths.output_dir) != Path(first.paths.output_dir)
+    saved = torch.load(Path(second.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 5
+    assert ckpt.read_bytes() == before  # the source run is untouched
+    with pytest.raises(ConfigError, match="set either resume or ckpt_path, not both"):
+        train(_cfg(tmp_path / "c", sample_root, f"ckpt_path={ckpt}", "resume=true"))
+    with pytest.raises(ConfigError, match="ckpt_path=/nowhere/x.ckpt: no such checkpoint file"):
+        train(_cfg(tmp_path / "d", sample_root, "ckpt_path=/nowhere/x.ckpt"))

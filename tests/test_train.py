@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -19,11 +20,24 @@ def _train_rows(run: Path, key: str) -> list[float]:
 
 
 @pytest.mark.parametrize("loss", ["pspl", "l1"])
-def test_training_reduces_loss_and_writes_metrics(train_cfg, loss: str) -> None:
+def test_training_reduces_loss_and_writes_metrics(train_cfg, loss: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
     cfg = train_cfg(f"loss={loss}", "trainer.max_steps=40", "trainer.val_check_interval=15",
                     "schedule.lr_milestones=[30]", "optimizer.lr=2e-3", "model.n_feats=16")
-    metrics = train(cfg)
+    with caplog.at_level(logging.INFO, logger="pspl_lightning"):
+        metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
+    final = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Final validation")]
+    assert final == [f"Final validation at step 40: val/psnr_y = {metrics['val/psnr_y']:.4f}, "
+                     f"val/ssim_y = {metrics['val/ssim_y']:.4f} (in {run / 'metrics.json'})"]
+
+    # ModelCheckpoint keeps the best validation (of steps 15, 30, 40), named by its step and PSNR-Y
+    with open(run / "csv" / "metrics.csv") as fh:  # Lightning logs a validation at its step - 1
+        val = {int(r["step"]) + 1: float(r["val/psnr_y"]) for r in csv.DictReader(fh) if r.get("val/psnr_y")}
+    assert sorted(val) == [15, 30, 40]
+    best_step = max(val, key=val.get)
+    assert [p.name for p in (run / "checkpoints").glob("step*.ckpt")] == [
+        f"step{best_step:07d}-psnr_y{val[best_step]:.4f}.ckpt"]
 
     l1 = _train_rows(run, "train/l1")
     assert len(l1) == 40

@@ -69,6 +69,9 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
         "diverged": ("train", [*TINY, f"data.root={sample_root}", "loss=l1", "trainer.max_steps=4",
                                "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=1"], False),
     }
+    spawned = ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"]
+    cases["rank_error"] = ("train", [*spawned, *cases["div2k_layout"][1]], False)
+    cases["unknown_key"] = ("train", ["data.no_such_key=1"], False)
     if torch.cuda.is_available():  # there the GPU trainer is no mistake: it would train
         del cases["gpu_trainer"]
     return cases
@@ -95,18 +98,40 @@ def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
     return root, done
 
 
+def _no_run_folder(mistakes, case: str) -> None:
+    """The mistake left no run folder behind (the invocation's own folder is removed)."""
+    runs = mistakes[0] / case / "outputs" / "train" / "runs"
+    assert not runs.is_dir() or not any(runs.iterdir()), list(runs.iterdir())
+
+
 def test_div2k_root_without_the_layout(mistakes) -> None:
     root, proc = mistakes[0], mistakes[1]["div2k_layout"]
     _assert_one_line(proc, f"DIV2K folder {root / 'empty' / 'DIV2K_train_HR'} does not exist",
                      "expected the DIV2K layout")
+    _no_run_folder(mistakes, "div2k_layout")
+
+
+def test_a_spawned_rank_error_is_one_line(mistakes) -> None:
+    """The same mistake found inside a ddp_spawn rank: one line, not the process group's trace."""
+    _assert_one_line(mistakes[1]["rank_error"],
+                     f"DIV2K folder {mistakes[0] / 'empty' / 'DIV2K_train_HR'} does not exist")
+    _no_run_folder(mistakes, "rank_error")
 
 
 def test_images_smaller_than_the_patch(mistakes) -> None:
     _assert_one_line(mistakes[1]["small_images"], "smaller than the LR patch of 512")
+    _no_run_folder(mistakes, "small_images")
 
 
 def test_a_file_that_is_not_an_image(mistakes) -> None:
     _assert_one_line(mistakes[1]["not_an_image"], str(mistakes[0] / "mine" / "HR" / "notes.png"))
+    _no_run_folder(mistakes, "not_an_image")
+
+
+def test_hydra_rejects_an_unknown_key_with_status_1(mistakes) -> None:
+    proc = mistakes[1]["unknown_key"]
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert "Could not override 'data.no_such_key'" in proc.stdout and "Traceback" not in proc.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the mistake is asking for a GPU where there is none")
@@ -167,11 +192,3 @@ def test_errors_found_through_their_wrappers() -> None:
     assert expected_failure(RuntimeError("a bug")) is None
     assert expected_failure(ProcessRaisedException("\nRuntimeError: a bug in a rank\n", 0, 1)) is None
     assert isinstance(expected_failure(DataError("x")), DataError)
-
-
-@pytest.mark.slow
-def test_a_spawned_rank_error_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    proc = _run("train", "trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "data=div2k",
-                f"data.root={tmp_path / 'empty'}", root=tmp_path)
-    _assert_one_line(proc, f"DIV2K folder {tmp_path / 'empty' / 'DIV2K_train_HR'} does not exist")
