@@ -141,7 +141,28 @@ def test_sweep_and_launcher_configs_compose(train_cfg) -> None:
     sweeper, launcher = cfg.hydra.sweeper, cfg.hydra.launcher
     assert "optuna" in sweeper._target_.lower() and sweeper.direction == "maximize"
     assert set(sweeper.params) == {"loss.alpha", "loss.beta", "loss.max_weight"}
+    assert sweeper.n_trials == 20  # README: 20 trials
     assert "submitit" in launcher._target_.lower() and launcher.nodes == 2 and launcher.tasks_per_node == 8
+
+
+def test_sweep_jobs_are_named_after_their_overrides_and_grouped_by_sweep(
+        train_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each job's W&B run is named after its overrides and grouped under the sweep's folder name; several
+    loggers at once (``logger=[csv,wandb]``) are built side by side."""
+    from pspl_lightning.cli import launch
+    from pspl_lightning.cli.build import build_group
+
+    cfg = train_cfg("logger=[csv,wandb]")
+    monkeypatch.setattr(launch, "hydra_runtime", lambda: (True, "loss.alpha=0.5", "2026-11-29_04-00-00"))
+    launch.adapt_to_launch(cfg)
+    assert cfg.logger.wandb.name == "loss.alpha=0.5" and cfg.logger.wandb.group == "2026-11-29_04-00-00"
+    loggers = build_group(cfg.logger)
+    assert [type(lg).__name__ for lg in loggers] == ["CSVLogger", "WandbLogger"]
+    assert loggers[1]._wandb_init["name"] == "loss.alpha=0.5"
+    assert loggers[1]._wandb_init["group"] == "2026-11-29_04-00-00"
+    single = train_cfg("logger=wandb", "logger.wandb.group=mine")  # a group the user set is kept
+    launch.adapt_to_launch(single)
+    assert single.logger.wandb.group == "mine"
 
 
 @pytest.mark.slow
