@@ -70,6 +70,20 @@ def test_plot_pace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         plot_pace.main(["--image", "no_such_photo", "--out", str(tmp_path / "other")])
 
 
+def test_pace_figure_numbers_of_reproduce_md() -> None:
+    """docs/REPRODUCE.md: with the default 256-pixel crop of astronaut (bicubic x4), weights ~0 for all but
+    the hardest pixels at step 249, a mean of about 0.24 at step 999 and about 1.7 at step 3999."""
+    hr, degraded = plot_pace.degrade(plot_pace.load_photo("astronaut", 256), 4)
+    loss = PSPLLoss()
+
+    def weights(step: int):
+        return loss.weight_map(plot_pace._to_tensor(degraded), plot_pace._to_tensor(hr), loss.sigma_at(step))
+
+    assert float((weights(249) < 1e-3).float().mean()) > 0.99
+    assert float(weights(999).mean()) == pytest.approx(0.24, abs=0.005)
+    assert float(weights(3999).mean()) == pytest.approx(1.7, abs=0.05)
+
+
 @pytest.fixture
 def tiny_runs(train_cfg: Callable[..., DictConfig], tmp_path: Path) -> dict[str, Path]:
     """Two short runs (PSPL and L1) of the tiny network, logged to CSV, each in its own folder."""
