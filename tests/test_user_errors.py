@@ -6,10 +6,10 @@ Each case runs the real entry point in a subprocess, as a user would (docs/FAULT
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -80,21 +80,22 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
 @pytest.fixture(scope="module")
 def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
              ) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
-    """Every case run at once, each in its own folder (most of each run is importing torch and Lightning:
-    side by side they take the time of a few, not of all)."""
+    """Every case through its entry point's ``main()`` in a process of its own, forked after the heavy
+    imports (tests/cli_runner.py: each case costs its own work, not 5-7 s of imports)."""
     root = tmp_path_factory.mktemp("mistakes")
-    running, done = {}, {}
-    with ExitStack() as files:
-        for name, (module, args, full_error) in _cases(root, sample_root).items():
-            (root / name).mkdir()
-            out = files.enter_context(open(root / name / "out.txt", "w"))  # a file: no pipe fills and blocks
-            cmd = [sys.executable, "-m", f"pspl_lightning.cli.{module}", *args]
-            running[name] = subprocess.Popen(cmd, cwd=root / name, env=_env(root / name, full_error),
-                                             stdout=out, stderr=subprocess.STDOUT)
-        for name, proc in running.items():
-            proc.wait(timeout=300)
-            done[name] = subprocess.CompletedProcess(proc.args, proc.returncode,
-                                                     (root / name / "out.txt").read_text(), "")
+    cases = {}
+    for name, (module, args, full_error) in _cases(root, sample_root).items():
+        folder = root / name
+        folder.mkdir()
+        cases[name] = {"entry": module, "args": args, "cwd": str(folder), "out": str(folder / "out"),
+                       "env": _env(folder, full_error)}
+    (root / "cases.json").write_text(json.dumps(cases))
+    runner = subprocess.run([sys.executable, "-m", "tests.cli_runner", str(root / "cases.json")], cwd=ROOT,
+                            env=_env(root), capture_output=True, text=True, timeout=600)
+    assert runner.returncode == 0, runner.stdout[-2000:] + runner.stderr[-2000:]
+    status = json.loads((root / "cases.json.status").read_text())
+    done = {name: subprocess.CompletedProcess(case["args"], status[name], Path(case["out"]).read_text(), "")
+            for name, case in cases.items()}
     return root, done
 
 
