@@ -43,11 +43,15 @@ def _net_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
 
 
-@pytest.mark.parametrize(("accumulate", "repeat"), [(1, 1), (2, 2)])
+@pytest.mark.parametrize(("accumulate", "repeat", "batch", "workers"),
+                         [(1, 1, 4, 0), (2, 2, 4, 0), (1, 2, 6, 2)])
 def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Path, accumulate: int,
-                                                 repeat: int) -> None:
-    common = ["schedule.lr_milestones=[6]", "loss.step_unit=4",
-              "optimizer.lr=1e-3", f"data.repeat={repeat}", "trainer.max_steps=8",  # epochs of 1 step
+                                                 repeat: int, batch: int, workers: int) -> None:
+    """Epochs of 1 step (stopped at an epoch's end), and of 2 steps with 2 workers (stopped in epoch 1's
+    middle: a DataLoader with workers samples as soon as its iterator is made, which Lightning does on
+    resume before it sets the epoch, so the loader starts at its first batch instead)."""
+    common = ["schedule.lr_milestones=[6]", "loss.step_unit=4", f"data.num_workers={workers}",
+              f"data.batch_size={batch}", "optimizer.lr=1e-3", f"data.repeat={repeat}", "trainer.max_steps=8",
               f"trainer.accumulate_grad_batches={accumulate}", f"trainer.val_check_interval={4 * accumulate}"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)

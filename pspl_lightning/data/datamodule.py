@@ -39,7 +39,7 @@ from pspl_lightning.data.hr_images import image_keys, load_hr_images, mapped_hr_
 from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
-from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
+from pspl_lightning.data.sampling import LazyStartDataLoader, ResumableRandomSampler, ShardSampler
 from pspl_lightning.degradations.base import Degradation, resolve_degradation
 from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError
 
@@ -191,9 +191,10 @@ class PairedSRDataModule(L.LightningDataModule):
         dataset = self.train_dataset()
         sampler = ResumableRandomSampler(len(dataset), self.batch_size, self.seed, rank, world,
                                          position_fn=self._batches_consumed, batches_multiple_of=accumulate)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, pin_memory=self._pin(), collate_fn=collate_patches,
-                          persistent_workers=self.persistent_workers and self.num_workers > 0)
+        return LazyStartDataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                                   num_workers=self.num_workers, pin_memory=self._pin(),
+                                   collate_fn=collate_patches,
+                                   persistent_workers=self.persistent_workers and self.num_workers > 0)
 
     def val_dataloader(self) -> list[DataLoader]:
         """Whole images, one loader per set; under DDP each rank takes every world-th image, without the
