@@ -31,11 +31,6 @@ def _env(root: Path, full_error: bool = False) -> dict[str, str]:
     return env
 
 
-def _run(module: str, *args: str, root: Path, full_error: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"pspl_lightning.cli.{module}", *args], capture_output=True,
-                          text=True, env=_env(root, full_error), timeout=300)
-
-
 def _assert_one_line(proc: subprocess.CompletedProcess, *names: str) -> None:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-2000:]
