@@ -4,15 +4,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: setup train test test-all lint
+.PHONY: setup train test test-all test-oldest lint
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0   # first, pinned: a range lets pip pick a newer CUDA build (GBs)
-	$(BIN)/python -m pip install -q -e ".[dev,sweep,safetensors]"   # every extra: no test skips for a missing one
+	$(BIN)/python -m pip install -q -r requirements/torch.txt   # first: the pinned torch stack (one place)
+	$(BIN)/python -m pip install -q -e ".[dev,sweep,safetensors,zoo,onnx,stream]"   # every extra: no test skips for a missing one
 	touch $@
 
 train: setup  ## EDSR-baseline x2 with PSPL on the sample set; pass overrides with ARGS="loss=l1 ..."
@@ -23,6 +23,17 @@ test: setup  ## the default (fast) test suite
 
 test-all: setup  ## every test, slow ones included
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(ARGS)
+
+OLDEST ?= .venv-oldest
+$(OLDEST)/.installed: pyproject.toml Makefile requirements/oldest.txt
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q -r requirements/oldest.txt
+	$(OLDEST)/bin/python -m pip install -q -c requirements/oldest.txt -e ".[dev,sweep,safetensors,onnx,stream]"
+	touch $@
+
+test-oldest: $(OLDEST)/.installed  ## the default suite on the lowest declared versions (requirements/oldest.txt)
+	$(OLDEST)/bin/python -m pytest -q $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
