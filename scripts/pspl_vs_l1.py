@@ -1,8 +1,8 @@
 """Does PSPL help? Train PSPL and L1 with several seeds, then plot validation PSNR-Y against step (mean and
-per-seed spread) and tabulate the final PSNRs, the paired differences and when each loss first reaches
-L1's final mean PSNR.
+per-seed spread) and tabulate the final PSNR-Y and SSIM-Y of every seed, their paired differences and when
+each loss first reaches L1's final mean PSNR.
 
-    python scripts/pspl_vs_l1.py --out docs/figures/pspl_vs_l1.png       # sample set, 3 seeds, CPU
+    python scripts/pspl_vs_l1.py --out figures/pspl_vs_l1.png            # sample set, seeds 42-46, CPU
     python scripts/pspl_vs_l1.py --preset edsr_baseline_x2 --target 34.4 --out figures/div2k.png \\
         data.root=/data/DIV2K hydra/launcher=local_parallel               # the paper's plot, a GPU per run
     python scripts/pspl_vs_l1.py --runs outputs/train/multiruns/<sweep> --out figures/again.png  # re-plot
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script c
 from compare_runs import Curve, read_run  # noqa: E402
 
 METRIC = "val/psnr_y"
+SSIM = "val/ssim_y"  # PSPL weighs pixels by SSIM: its final value is tabulated beside the PSNR
 # Loggers store float32 (about 4e-6 dB of rounding at 33 dB) and metrics.json float64: a curve "reaches"
 # a value within this much, so the baseline's own mean curve reaches its final mean.
 REACH_TOL_DB = 1e-4
@@ -49,6 +50,7 @@ class Arm:
     name: str  # the swept value, e.g. "pspl" or "edsr_baseline_x2_l1"
     curves: dict[int, Curve] = field(default_factory=dict)
     finals: dict[int, float] = field(default_factory=dict)
+    ssims: dict[int, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -88,25 +90,39 @@ def read_sweep(sweep: Path, arm_key: str) -> list[Arm]:
         if not metrics_file.is_file():
             raise FileNotFoundError(f"{job} ({arm_key}={name} seed={seed}) has no metrics.json: the run "
                                     f"failed or is still running (see its train.log)")
+        metrics = json.loads(metrics_file.read_text())
+        if SSIM not in metrics:
+            raise KeyError(f"{metrics_file} holds no {SSIM}: written by an older pspl-train?")
         arm = arms.setdefault(name, Arm(name))
         arm.curves[seed] = read_run(job, METRIC, f"{name} seed {seed}")
-        arm.finals[seed] = float(json.loads(metrics_file.read_text())[METRIC])
+        arm.finals[seed], arm.ssims[seed] = float(metrics[METRIC]), float(metrics[SSIM])
     return list(arms.values())
 
 
+def paired(test: dict[int, float], base: dict[int, float]) -> dict:
+    """Per-seed differences ``test - base`` over the seeds both have, their mean, std and the count > 0."""
+    seeds = sorted(set(test) & set(base))
+    diffs = [test[s] - base[s] for s in seeds]
+    return {"paired_diff": dict(zip(map(str, seeds), diffs, strict=True)),
+            "mean_diff": statistics.fmean(diffs), "std_diff": _std(diffs), "wins": sum(d > 0 for d in diffs)}
+
+
 def summarize(arms: Sequence[Arm]) -> dict:
-    """Final PSNR per seed, means, paired differences against the last arm (the baseline), first reaches."""
+    """Final PSNR and SSIM per seed, means, paired differences against the last arm (the baseline), and
+    when each mean PSNR curve first reaches the baseline's final mean PSNR. PSNR's numbers are at the top
+    level (``paired_diff``, ``mean_diff``, ...), SSIM's under ``ssim`` with the same keys."""
     if len(arms) != 2:
         raise ValueError(f"expected two losses to compare, found {[a.name for a in arms]}")
     test, base = arms
     seeds = sorted(set(test.finals) & set(base.finals))
-    diffs = [test.finals[s] - base.finals[s] for s in seeds]
     target = statistics.fmean(base.finals.values())
+    ssim = {"metric": SSIM, **paired(test.ssims, base.ssims), "arms": {}}
     out: dict = {"metric": METRIC, "baseline": base.name, "target": target, "arms": {}, "seeds": seeds,
-                 "paired_diff": dict(zip(map(str, seeds), diffs, strict=True)),
-                 "mean_diff": statistics.fmean(diffs), "std_diff": _std(diffs),
-                 "wins": sum(d > 0 for d in diffs)}
+                 **paired(test.finals, base.finals), "ssim": ssim}
     for arm in arms:
+        ssim["arms"][arm.name] = {"final": {str(s): arm.ssims[s] for s in sorted(arm.ssims)},
+                                  "mean": statistics.fmean(arm.ssims.values()),
+                                  "std": _std(list(arm.ssims.values()))}
         steps, mean, _, _ = arm.mean_curve()
         out["arms"][arm.name] = {
             "label": arm.label, "final": {str(s): arm.finals[s] for s in sorted(arm.finals)},
@@ -124,18 +140,26 @@ def _std(values: Sequence[float]) -> float:
 
 
 def markdown(summary: dict) -> str:
-    """The two tables of the README: final PSNR per seed, and the step that reaches L1's final mean."""
+    """The two tables of the README: final PSNR and SSIM per seed with the paired differences, and the
+    step that reaches L1's final mean PSNR."""
     (test, t), (base, b) = summary["arms"].items()
-    unit = "dB"
-    lines = [f"| seed | {t['label']} | {b['label']} | {t['label']} - {b['label']} |", "|---|---|---|---|"]
+    ssim = summary["ssim"]
+    ts, bs = ssim["arms"][test], ssim["arms"][base]
+    unit, n = "dB", len(summary["seeds"])
+    tl, bl = t["label"], b["label"]
+    lines = [f"| seed | {tl} PSNR | {bl} PSNR | {tl} - {bl} | {tl} SSIM | {bl} SSIM | {tl} - {bl} |",
+             "|---|---|---|---|---|---|---|"]
     for seed in summary["seeds"]:
         s = str(seed)
         lines.append(f"| {seed} | {t['final'][s]:.4f} | {b['final'][s]:.4f} | "
-                     f"{summary['paired_diff'][s]:+.4f} |")
+                     f"{summary['paired_diff'][s]:+.4f} | {ts['final'][s]:.5f} | {bs['final'][s]:.5f} | "
+                     f"{ssim['paired_diff'][s]:+.5f} |")
     lines.append(f"| mean ± std | {t['mean']:.4f} ± {t['std']:.4f} | {b['mean']:.4f} ± {b['std']:.4f} | "
-                 f"{summary['mean_diff']:+.4f} ± {summary['std_diff']:.4f} |")
-    lines += ["", f"Final {summary['metric']} ({unit}); {t['label']} ahead in {summary['wins']} of "
-              f"{len(summary['seeds'])} seeds.", "",
+                 f"{summary['mean_diff']:+.4f} ± {summary['std_diff']:.4f} | "
+                 f"{ts['mean']:.5f} ± {ts['std']:.5f} | {bs['mean']:.5f} ± {bs['std']:.5f} | "
+                 f"{ssim['mean_diff']:+.5f} ± {ssim['std_diff']:.5f} |")
+    lines += ["", f"Final {summary['metric']} ({unit}) and {ssim['metric']}; {tl} ahead in "
+              f"{summary['wins']} of {n} seeds in PSNR and in {ssim['wins']} of {n} in SSIM.", "",
               f"| loss | mean curve first reaches {b['label']}'s final mean ({summary['target']:.4f} {unit}) "
               f"at step | per seed |", "|---|---|---|"]
     for arm in (t, b):
@@ -206,7 +230,7 @@ def run_sweep(cmd: list[str], sweep: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46])
     p.add_argument("--preset", help="sweep experiment=<preset>_pspl,<preset>_l1 (e.g. edsr_baseline_x2)")
     p.add_argument("--val-every", type=int, help="validation interval in steps (default: 20 without "
                    "--preset, the preset's own with one)")

@@ -23,6 +23,7 @@ _SPEC.loader.exec_module(pspl_vs_l1)
 # Made-up validation curves (steps 10, 20, 30) of a 2 losses x 2 seeds sweep.
 CURVES = {("pspl", 1): [30.0, 31.0, 32.0], ("pspl", 2): [29.0, 31.7, 32.5],
           ("l1", 1): [28.0, 30.0, 31.5], ("l1", 2): [28.5, 30.5, 31.0]}
+SSIMS = {("pspl", 1): 0.900, ("pspl", 2): 0.905, ("l1", 1): 0.901, ("l1", 2): 0.899}  # final val/ssim_y
 
 
 def _fake_sweep(root: Path, key: str = "loss", prefix: str = "") -> Path:
@@ -39,7 +40,8 @@ def _fake_sweep(root: Path, key: str = "loss", prefix: str = "") -> Path:
             for step, value in zip((10, 20, 30), values, strict=True):
                 writer.writerow([0, step - 2, 0.1, ""])
                 writer.writerow([0, step - 1, "", f"{value:.6f}"])
-        (job / "metrics.json").write_text(json.dumps({"val/psnr_y": values[-1], "global_step": 30}))
+        finals = {"val/psnr_y": values[-1], "val/ssim_y": SSIMS[loss, seed], "global_step": 30}
+        (job / "metrics.json").write_text(json.dumps(finals))
     return root
 
 
@@ -58,10 +60,19 @@ def test_tables_and_first_reach_from_a_sweep_folder(tmp_path: Path,
     assert pspl["mean_first_reach"] == 20  # 31.35 >= 31.25
     assert l1["mean_first_reach"] == 30  # its own final mean, despite the CSV's rounding
     assert pspl["seed_first_reach"] == {"1": 30, "2": 20} and l1["seed_first_reach"] == {"1": 30, "2": None}
+    ssim = summary["ssim"]  # SSIM's own paired differences: -0.001 and +0.006
+    assert ssim["metric"] == "val/ssim_y" and ssim["arms"]["pspl"]["final"] == {"1": 0.9, "2": 0.905}
+    assert ssim["paired_diff"] == pytest.approx({"1": -0.001, "2": 0.006}) and ssim["wins"] == 1
+    assert ssim["mean_diff"] == pytest.approx(0.0025) and ssim["std_diff"] == pytest.approx(0.007 / 2 ** 0.5)
+    assert ssim["arms"]["l1"]["mean"] == pytest.approx(0.9) and ssim["arms"]["l1"]["std"] == pytest.approx(
+        0.002 / 2 ** 0.5)
 
     table = out.with_suffix(".md").read_text()
-    assert "| 1 | 32.0000 | 31.5000 | +0.5000 |" in table
-    assert "| mean ± std | 32.2500 ± 0.3536 | 31.2500 ± 0.3536 | +1.0000 ± 0.7071 |" in table
+    assert table.startswith("| seed | PSPL PSNR | L1 PSNR | PSPL - L1 | PSPL SSIM | L1 SSIM | PSPL - L1 |\n")
+    assert "| 1 | 32.0000 | 31.5000 | +0.5000 | 0.90000 | 0.90100 | -0.00100 |" in table
+    assert ("| mean ± std | 32.2500 ± 0.3536 | 31.2500 ± 0.3536 | +1.0000 ± 0.7071 | 0.90250 ± 0.00354 | "
+            "0.90000 ± 0.00141 | +0.00250 ± 0.00495 |") in table
+    assert "PSPL ahead in 2 of 2 seeds in PSNR and in 1 of 2 in SSIM." in table
     assert "| PSPL | 20 | 1: 30, 2: 20 |" in table and "| L1 | 30 | 1: 30, 2: never |" in table
     assert table in capsys.readouterr().out
     assert json.loads(out.with_suffix(".json").read_text())["mean_diff"] == pytest.approx(1.0)
@@ -78,6 +89,7 @@ def test_tables_and_first_reach_from_a_sweep_folder(tmp_path: Path,
 
 
 def test_presets_sweep_the_experiments_with_their_own_schedule(tmp_path: Path) -> None:
+    assert pspl_vs_l1.parse_args([])[0].seeds == [42, 43, 44, 45, 46]  # the default: five seeds
     key, values = pspl_vs_l1.arms_for("edsr_baseline_x2")
     assert (key, values) == ("experiment", ["edsr_baseline_x2_pspl", "edsr_baseline_x2_l1"])
     configs = Path(__file__).resolve().parents[1] / "configs" / "experiment"
@@ -92,7 +104,7 @@ def test_presets_sweep_the_experiments_with_their_own_schedule(tmp_path: Path) -
     summary = pspl_vs_l1.main(["--runs", str(sweep), "--preset", "edsr_baseline_x2", "--out",
                                str(tmp_path / "p.png")])
     assert list(summary["arms"]) == values and summary["target"] == pytest.approx(31.25)
-    assert (tmp_path / "p.md").read_text().startswith("| seed | PSPL | L1 | PSPL - L1 |")
+    assert (tmp_path / "p.md").read_text().startswith("| seed | PSPL PSNR | L1 PSNR | PSPL - L1 |")
 
 
 def test_runs_the_sweep_and_reads_back_what_the_runs_wrote(sample_root: Path, tmp_path: Path,
@@ -111,6 +123,7 @@ def test_runs_the_sweep_and_reads_back_what_the_runs_wrote(sample_root: Path, tm
         assert metrics["global_step"] == 2
         arm = summary["arms"][loss]
         assert arm["final"] == {"7": metrics["val/psnr_y"]} and arm["steps"] == [1, 2]
+        assert summary["ssim"]["arms"][loss]["final"] == {"7": metrics["val/ssim_y"]}
         assert arm["mean_curve"][-1] == pytest.approx(metrics["val/psnr_y"], abs=1e-4)
     assert summary["mean_diff"] == pytest.approx(summary["arms"]["pspl"]["final"]["7"]
                                                  - summary["arms"]["l1"]["final"]["7"])
