@@ -39,8 +39,8 @@ class SRModule(L.LightningModule):
     scheduler ``_partial_``: they get the parameters / the optimizer); they are saved as hyperparameters,
     so ``SRModule.load_from_checkpoint(path)`` rebuilds the module alone. ``net`` and ``loss`` may also be
     modules (then pass them again to ``load_from_checkpoint``). The scheduler steps every optimizer step.
-    ``net.init_from`` (a warm start file) is not a constructor argument of the network: the entry point
-    applies it. ``run_config`` (the resolved run config) is stored in every checkpoint as ``pspl_config``.
+    A warm start (``init_from``) is applied by the entry point, not here. ``run_config`` (the resolved
+    run config) is stored in every checkpoint as ``pspl_config``.
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class SRModule(L.LightningModule):
         self.save_hyperparameters({k: v for k, v in hparams.items() if not isinstance(v, nn.Module)},
                                   logger=False)  # loggers get the whole run config instead
         if not isinstance(net, nn.Module):
-            net = instantiate({k: v for k, v in net.items() if k != "init_from"})
+            net = instantiate(net)
         self.net = prepare_network(net, channels_last=channels_last, compile=compile)
         self.loss = loss if isinstance(loss, nn.Module) else instantiate(loss)
         self.scale, self.on_nonfinite = int(scale), on_nonfinite

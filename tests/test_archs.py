@@ -123,9 +123,9 @@ def _rounds_to(count: int, text: str) -> bool:
 def test_parameter_counts_of_the_model_configs(name: str, overrides: list[str], trainable: int, frozen: int,
                                                published: str | None, tmp_path: Path) -> None:
     """``configs/model/<name>.yaml`` as composed by ``pspl-train model=<name>`` (default data: x2) has the
-    counts the docs give (``init_from`` is the warm-start file, not a constructor argument)."""
+    counts the docs give (``model`` holds constructor arguments only)."""
     cfg = compose_config("train", [f"model={name}", *overrides], tmp_path)
-    net = instantiate({k: v for k, v in cfg.model.items() if k != "init_from"})
+    net = instantiate(cfg.model)
     params = list(net.parameters())
     assert sum(p.numel() for p in params if p.requires_grad) == trainable
     assert sum(p.numel() for p in params if not p.requires_grad) == frozen
@@ -258,7 +258,7 @@ def test_every_network_trains_through_the_config(name: str, train_cfg: Callable[
                       weights_only=True)
     assert ckpt["global_step"] == 2
     net = CLASSES[name](**{k: v for k, v in ckpt["pspl_config"]["model"].items()
-                           if k not in ("_target_", "init_from")})
+                           if k != "_target_"})
     assert net.scale == 3
     net_keys = {k.removeprefix("net.") for k in ckpt["state_dict"] if k.startswith("net.")}
     assert net_keys == set(net.state_dict())

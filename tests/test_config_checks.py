@@ -34,8 +34,8 @@ BAD_CONFIGS = [
     (["on_nonfinite=maybe"], "on_nonfinite='maybe' is not allowed: expected 'stop' or 'skip'"),
     (["data=div2k", "data.root=/nonexistent/DIV2K"], "data.root=/nonexistent/DIV2K does not exist"),
     (["experiment=edsr_baseline_x3_pspl", "data=sample", "data.patch_size=48"],
-     "model.init_from is required by this experiment"),
-    (["model.init_from=/nonexistent.ckpt"], "model.init_from=/nonexistent.ckpt: no such checkpoint"),
+     "init_from is required by this experiment"),
+    (["init_from=/nonexistent.ckpt"], "init_from=/nonexistent.ckpt: no such checkpoint"),
 ]
 
 

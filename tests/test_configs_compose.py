@@ -25,7 +25,7 @@ CASES = [(g, o) for g in GROUPS for o in _options(g)]
 
 @pytest.mark.parametrize(("group", "option"), CASES, ids=[f"{g}={o}" for g, o in CASES])
 def test_group_option_composes_and_instantiates(train_cfg, group: str, option: str) -> None:
-    required = ["model.init_from=null"] if group == "experiment" and "_x2_" not in option else []
+    required = ["init_from=null"] if group == "experiment" and "_x2_" not in option else []
     cfg = train_cfg(f"{group}={option}", *required, tiny=False)
     resolved_config(cfg)  # every interpolation resolves
     if group == "model":

@@ -67,7 +67,7 @@ def test_ddp_spawn_two_ranks_agree_and_validate_like_one_process(train_cfg, samp
 
     # one process, the final weights, the same DataModule: every image scored once
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    net = instantiate({k: v for k, v in ckpt["pspl_config"]["model"].items() if k != "init_from"})
+    net = instantiate(ckpt["pspl_config"]["model"])
     net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     dm = instantiate(cfg.data)
     dm.prepare_data()

@@ -65,15 +65,16 @@ def test_preset_composes_with_the_recipe(name: str, tmp_path: Path) -> None:
         assert pace == (1.0, 0.0, 2.0, 1000)
         assert cfg.loss.ssim_mode == "official"
     assert cfg.run_name == name
+    assert "init_from" not in cfg.model  # a top-level key, beside ckpt_path and resume
     if scale == 2:
-        assert cfg.model.init_from is None
+        assert cfg.init_from is None
     else:  # x3/x4 start from the x2 weights: the key must be given (or set to null on purpose)
-        assert OmegaConf.is_missing(cfg, "x2_weights")  # Hydra's ???, read through model.init_from
-        with pytest.raises(ConfigError, match=r"model.init_from is required by this experiment: set "
-                                              r"model.init_from=<x2 run folder>/checkpoints/last.ckpt"):
+        assert OmegaConf.is_missing(cfg, "x2_weights")  # Hydra's ???, read through init_from
+        with pytest.raises(ConfigError, match=r"^init_from is required by this experiment: set "
+                                              r"init_from=<x2 run folder>/checkpoints/last.ckpt"):
             check_train_config(cfg)
-        given = compose_config("train", [*overrides, "model.init_from=/runs/x2/last.ckpt"], tmp_path)
-        assert given.model.init_from == "/runs/x2/last.ckpt"
+        given = compose_config("train", [*overrides, "init_from=/runs/x2/last.ckpt"], tmp_path)
+        assert given.init_from == "/runs/x2/last.ckpt"
 
 
 def test_preset_trains(train_cfg: Callable[..., DictConfig]) -> None:

@@ -46,4 +46,4 @@ def test_hyperparameters_are_plain_configs(train_cfg) -> None:
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
-    assert "init_from" in module.hparams.net  # recorded, applied by the entry point only
+    assert "init_from" not in module.hparams.net  # model holds constructor arguments only

@@ -185,7 +185,7 @@ def test_more_ranks_than_validation_images_does_not_hang(train_cfg) -> None:
     assert metrics["global_step"] == 2
     # the synced value is the mean over the 2 images, each counted once, of the final weights
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    net = instantiate({k: v for k, v in ckpt["pspl_config"]["model"].items() if k != "init_from"})
+    net = instantiate(ckpt["pspl_config"]["model"])
     net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     dm = instantiate(cfg.data)
     dm.prepare_data()

@@ -67,6 +67,7 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
     spawned = ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"]
     cases["rank_error"] = ("train", [*spawned, *cases["div2k_layout"][1]], False)
     cases["unknown_key"] = ("train", ["data.no_such_key=1"], False)
+    cases["moved_key"] = ("train", ["model.init_from=/runs/x2/last.ckpt"], False)
     if torch.cuda.is_available():  # there the GPU trainer is no mistake: it would train
         del cases["gpu_trainer"]
     return cases
@@ -128,6 +129,11 @@ def test_hydra_rejects_an_unknown_key_with_status_1(mistakes) -> None:
     proc = mistakes[1]["unknown_key"]
     assert proc.returncode == 1, proc.stdout[-2000:]
     assert "Could not override 'data.no_such_key'" in proc.stdout and "Traceback" not in proc.stdout
+
+
+def test_a_moved_key_names_its_new_place(mistakes) -> None:
+    _assert_one_line(mistakes[1]["moved_key"], "model.init_from moved: use init_from=<file>")
+    _no_run_folder(mistakes, "moved_key")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the mistake is asking for a GPU where there is none")

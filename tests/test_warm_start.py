@@ -1,4 +1,4 @@
-"""Warm start (model.init_from): x3/x4 from x2 weights, every file format, and clear errors."""
+"""Warm start (init_from): x3/x4 from x2 weights, every file format, and clear errors."""
 
 from __future__ import annotations
 
@@ -65,9 +65,9 @@ def test_same_scale_loads_everything(x2_checkpoint: Path) -> None:
 
 
 def test_x3_run_from_x2_through_the_config(x2_checkpoint: Path, train_cfg: Callable[..., DictConfig]) -> None:
-    """model.init_from in the config: the x3 network starts from the x2 body, then trains."""
+    """init_from in the config: the x3 network starts from the x2 body, then trains."""
     source = torch.load(x2_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    cfg = train_cfg("data.scale=3", "data.patch_size=36", f"model.init_from={x2_checkpoint}",
+    cfg = train_cfg("data.scale=3", "data.patch_size=36", f"init_from={x2_checkpoint}",
                     "trainer.max_steps=2", "trainer.val_check_interval=2", "schedule.lr_milestones=[]")
     with open_dict(cfg):
         cfg.paths.output_dir = str(x2_checkpoint.parent / "run_x3")
@@ -146,15 +146,15 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(ValueError, match=f"model.init_from: {text} cannot be read as a weights-only"):
+    with pytest.raises(ValueError, match=f"init_from: {text} cannot be read as a weights-only"):
         load_matching_weights(EDSR(2, **SMALL), text)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": EDSR(2, **SMALL).state_dict(), "path": tmp_path}, unsafe)  # a pathlib object
-    with pytest.raises(ValueError, match=f"model.init_from: {unsafe} cannot be read as a weights-only"):
+    with pytest.raises(ValueError, match=f"init_from: {unsafe} cannot be read as a weights-only"):
         load_matching_weights(EDSR(2, **SMALL), unsafe)
     other = tmp_path / "list.pth"
     torch.save({"epoch": 3, "lr": 0.1}, other)
-    with pytest.raises(ValueError, match=f"model.init_from: {other} holds no tensors"):
+    with pytest.raises(ValueError, match=f"init_from: {other} holds no tensors"):
         load_matching_weights(EDSR(2, **SMALL), other)
 
 

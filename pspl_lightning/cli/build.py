@@ -43,11 +43,11 @@ def build_group(group: DictConfig | None) -> list[Any]:
 
 def build_module(cfg: DictConfig, val_set_names: list[str] | None = None,
                  warm_start: bool = True) -> SRModule:
-    """``cfg.module`` instantiated, then warm-started from ``model.init_from`` unless ``warm_start`` is off
+    """``cfg.module`` instantiated, then warm-started from ``init_from`` unless ``warm_start`` is off
     (a resumed run, whose checkpoint holds the weights)."""
     extra = {"val_set_names": val_set_names} if val_set_names is not None else {}
     module: SRModule = build(cfg.module, run_config=resolved_config(cfg), **extra)
-    init_from = cfg.model.get("init_from")
+    init_from = cfg.get("init_from")
     if warm_start and init_from:
         load_matching_weights(module.plain_net, init_from)
     return module

@@ -80,9 +80,9 @@ def _check_init_from(cfg: DictConfig) -> None:
     if cfg.get("resume") or cfg.get("ckpt_path"):
         return
     try:
-        init_from = cfg.model.get("init_from")
+        init_from = cfg.get("init_from")
     except (MissingMandatoryValue, InterpolationToMissingValueError):  # a preset's ???
-        raise ConfigError("model.init_from is required by this experiment: set model.init_from=<x2 run "
+        raise ConfigError("init_from is required by this experiment: set init_from=<x2 run "
                           "folder>/checkpoints/last.ckpt (or null to train from scratch)") from None
     if init_from is not None and not Path(str(init_from)).is_file():
-        raise ConfigError(f"model.init_from={init_from}: no such checkpoint or weights file")
+        raise ConfigError(f"init_from={init_from}: no such checkpoint or weights file")

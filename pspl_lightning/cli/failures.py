@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 
 from pspl_lightning import errors
 from pspl_lightning.errors import ConfigError, TrainingDiverged, UserError
@@ -21,6 +22,8 @@ log = logging.getLogger("pspl_lightning")
 # the last line of a spawned rank's traceback: "pspl_lightning.errors.DataError: <message>"
 _RANK_ERROR = re.compile(r"^pspl_lightning\.[\w.]+\.(\w+): (.+)$", re.MULTILINE)
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_SIGTERM = 2, 3, 143
+# config keys that moved: old key -> what to write instead (Hydra alone would say the old key is unknown)
+MOVED_KEYS = {"model.init_from": "init_from=<file>"}
 
 
 def _from_rank(text: str) -> BaseException | None:
@@ -72,3 +75,12 @@ def exit_on_user_error(exc: BaseException) -> None:
     if isinstance(err, UserError) and not full_error_wanted():
         log.error("%s", failure_line(err)[0])
         sys.exit(EXIT_USER_ERROR)
+
+
+def refuse_moved_keys(overrides: Sequence[str]) -> None:
+    """A command-line override of a key that moved ends the command with one line naming the new key."""
+    for override in overrides:
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key in MOVED_KEYS:
+            print(f"{key} moved: use {MOVED_KEYS[key]}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)

@@ -13,7 +13,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import EXIT_USER_ERROR, expected_failure, failure_line, full_error_wanted
+from pspl_lightning.cli.failures import (
+    EXIT_USER_ERROR,
+    expected_failure,
+    failure_line,
+    full_error_wanted,
+    refuse_moved_keys,
+)
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
 from pspl_lightning.cli.run_folder import resolve_resume
@@ -90,6 +96,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point of ``pspl-train``."""
+    refuse_moved_keys(sys.argv[1:])
     _hydra_main()
 
 

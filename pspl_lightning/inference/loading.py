@@ -26,7 +26,7 @@ from pspl_lightning.atomic import atomic_path
 from pspl_lightning.errors import CheckpointError, OutputExistsError
 
 FORMAT = "pspl-weights/1"
-_IGNORED_MODEL_KEYS = ("scale", "init_from", "_partial_", "_convert_", "_recursive_")
+_IGNORED_MODEL_KEYS = ("scale", "_partial_", "_convert_", "_recursive_")
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DataParallel/AveragedModel wrappers
 
 
@@ -113,6 +113,7 @@ def _read_weights(path: Path) -> StoredWeights:
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
         model = dict(run.get("model") or {})
+        model.pop("init_from", None)  # recorded inside ``model`` by runs before it became a top-level key
         scale = run.get("data", {}).get("scale", model.get("scale"))
         return StoredWeights(state, model, int(scale) if scale is not None else None)
     if obj.get("format") == FORMAT:

@@ -48,15 +48,15 @@ class WarmStartReport:
 
 
 def read_weights(path: str | Path) -> StoredWeights:
-    """The weights of ``path`` for ``model.init_from`` (any file
+    """The weights of ``path`` for ``init_from`` (any file
     :func:`~pspl_lightning.inference.loading.read_weights` accepts); errors name the key."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"model.init_from: no such checkpoint or weights file: {path}")
+        raise ConfigError(f"init_from: no such checkpoint or weights file: {path}")
     try:
         return load_weights_file(path)
     except WeightsError as exc:
-        raise ConfigError(f"model.init_from: {exc}") from None
+        raise ConfigError(f"init_from: {exc}") from None
 
 
 def _scale_dependent(net: nn.Module, key: str) -> bool:
@@ -80,7 +80,7 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     stored = read_weights(path)
     state, file_scale, file_network = stored.state, stored.scale, stored.network
     if file_network is not None and file_network != type(net).__name__:
-        raise ConfigError(f"model.init_from={path} is a checkpoint of {file_network}; the network to start "
+        raise ConfigError(f"init_from={path} is a checkpoint of {file_network}; the network to start "
                           f"is {type(net).__name__}: warm start needs the same architecture")
     src = source_scale if source_scale is not None else file_scale
     dst = getattr(net, "scale", None)
@@ -103,14 +103,14 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     foreign = [k for k, why in report.skipped.items() if not why.startswith("scale-dependent")]
     if not matched or len(matched) < min_fraction * max(len(transferable), len(matched) + len(foreign)):
         raise ConfigError(
-            f"model.init_from={path}: only {len(matched)} tensors match {type(net).__name__} by name and "
+            f"init_from={path}: only {len(matched)} tensors match {type(net).__name__} by name and "
             f"shape (of {len(transferable)} transferable in the network and {len(matched) + len(foreign)} in "
             f"the file; at least {min_fraction:.0%} of both expected): a checkpoint of another network or "
             f"size? Nothing was loaded. Matching: {list(matched)[:8]}; "
             f"not matching: {dict(list(report.skipped.items())[:8])}")
     net.load_state_dict(matched, strict=False)
     if src is None and any(_scale_dependent(net, k) for k in matched):
-        log.warning("model.init_from=%s records no scale: upsampler tensors were loaded where shapes match "
+        log.warning("init_from=%s records no scale: upsampler tensors were loaded where shapes match "
                     "(pass source_scale to skip them)", path)
     log.info(report.summary())
     return report
