@@ -57,12 +57,17 @@ class _WholeImagePerSample(Dataset):
 
 
 def patches_per_second(loader: DataLoader, seconds: float, min_batches: int = 2) -> float:
-    """Patches/s after one warm-up batch (which also starts the workers), over >= ``seconds``."""
+    """Patches/s after one warm-up batch (which also starts the workers), over >= ``seconds``; an epoch
+    that ends first is followed by the next."""
     it = iter(loader)
     next(it)
     n, start = 0, time.perf_counter()
     while True:
-        lr, hr = next(it)
+        try:
+            lr, hr = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
         assert hr.shape[-1] == 2 * lr.shape[-1]
         n += lr.shape[0]
         elapsed = time.perf_counter() - start

@@ -185,12 +185,17 @@ def loader_patches_per_s(workers: list[int], *, seconds: float = 3.0, batch: int
 
 
 def _patches_per_s(loader: Any, seconds: float) -> float:
-    """Patches/s after one warm-up batch (which also starts the workers), over >= ``seconds``."""
+    """Patches/s after one warm-up batch (which also starts the workers), over >= ``seconds``; an epoch
+    that ends first (a fast machine drains a small one in no time) is followed by the next."""
     it = iter(loader)
     next(it)
     n, start = 0, time.perf_counter()
     while True:
-        lr, _ = next(it)
+        try:
+            lr, _ = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
         n += lr.shape[0]
         elapsed = time.perf_counter() - start
         if elapsed >= seconds and n >= 2 * lr.shape[0]:

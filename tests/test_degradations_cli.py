@@ -156,5 +156,8 @@ def test_bench_reports_on_device_synthesis(capsys: pytest.CaptureFixture) -> Non
     names = {"bicubic", "bd", "dn", "realistic"}
     assert set(report["synthesis_batches_per_s"]["cpu"]) == names == set(report["synthesis_draw_ms"])
     assert all(v > 0 for v in report["synthesis_batches_per_s"]["cpu"].values())
-    assert report["synthesis_draw_ms"]["realistic"] > report["synthesis_draw_ms"]["bd"]  # BD draws nothing
+    assert all(v > 0 for v in report["synthesis_draw_ms"].values())
+    # what a draw row times, without comparing times (a busy machine reorders them): BD draws nothing
+    assert BlurDown(2).draw(torch.arange(4), (48, 48)) == {}
+    assert NoisyBicubic(2).draw(torch.arange(4), (48, 48))["noise"].shape == (4, 3, 24, 24)
     assert ("cuda" in report["synthesis_batches_per_s"]) == torch.cuda.is_available()

@@ -19,8 +19,8 @@ CPU = torch.device("cpu")
 TINY_STEP = {"batch": 2, "lr_patch": 8, "steps": 2, "warmup": 1}
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pspl_scripts_gpu_check", SCRIPT)
+def _load(script: Path = SCRIPT, name: str = "pspl_scripts_gpu_check") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -29,6 +29,7 @@ def _load() -> ModuleType:
 
 
 gpu_check = _load()
+bench_data = _load(SCRIPT.with_name("bench_data.py"), "pspl_scripts_bench_data")
 
 
 def test_refuses_without_cuda_in_one_line() -> None:
@@ -70,6 +71,37 @@ def test_loader_patches_per_second_on_cpu(tmp_path: Path) -> None:
     out = gpu_check.loader_patches_per_s([0], seconds=0.2, batch=2, patch=16, images=1, size=(48, 64),
                                          root=tmp_path)
     assert set(out) == {"0_workers"} and out["0_workers"] > 0
+
+
+class _Clock:
+    """A stand-in for ``time``: every ``perf_counter()`` call is 0.25 s after the last (exact in binary)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+@pytest.mark.parametrize("measure", [lambda loader, s: gpu_check._patches_per_s(loader, s),
+                                     lambda loader, s: bench_data.patches_per_second(loader, s)],
+                         ids=["gpu_check", "bench_data"])
+def test_a_measuring_loop_goes_on_past_an_epochs_end(monkeypatch: pytest.MonkeyPatch, measure) -> None:
+    """However fast the machine, a loader whose epoch ends before the measuring time does is restarted (it
+    raised StopIteration); the clock here is a counter, so the numbers are exact and no test waits."""
+    epochs: list[int] = []
+
+    class TwoBatches:
+        def __iter__(self):
+            epochs.append(len(epochs))
+            return iter([(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 8, 8))] * 2)
+
+    for script in (gpu_check, bench_data):
+        monkeypatch.setattr(script, "time", _Clock())
+    # warm-up batch, then 4 timed batches of 2 patches at 0.25 s each: epochs 1 (1 left), 2 (2) and 3 (1)
+    assert measure(TwoBatches(), 1.0) == 8 / 1.0
+    assert epochs == [0, 1, 2]
 
 
 FAKE_TRAIN = """
