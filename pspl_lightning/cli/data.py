@@ -10,6 +10,9 @@
         writes one 8-bit PNG ``LR_DIR/<name>.png`` per HR image under a degradation (any
         ``degradation.*`` override works), the same image ``pspl-train``/``pspl-eval`` make for it; existing
         files are replaced only with ``overwrite=true``.
+    pspl-data optimize input=HR_DIR output=OUT_DIR_OR_S3_URL [workers=N] [format=uint8|png]
+        writes the HR images into litdata chunks for ``data=stream data.input_dir=OUT``; undecodable images
+        are skipped (one line each); an existing, non-empty output is refused.
 """
 
 from __future__ import annotations
@@ -112,6 +115,37 @@ def degrade(args: list[str]) -> list[Path]:
     return files
 
 
+OPTIMIZE_OPTIONS = {"input": None, "output": None, "workers": None, "format": "uint8", "chunk_bytes": "64MB"}
+
+
+def optimize(args: list[str]) -> None:
+    """``input=`` HR folder -> ``output=`` litdata chunks (see :mod:`pspl_lightning.data.optimize`)."""
+    from pspl_lightning.data.optimize import optimize_folder
+
+    opts = dict(OPTIMIZE_OPTIONS)
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in opts:
+            raise ConfigError(f"pspl-data optimize: unknown argument {arg!r}; expected "
+                              f"{', '.join(f'{k}=' for k in opts)}")
+        opts[key] = value
+    if not opts["input"] or not opts["output"]:
+        raise ConfigError("pspl-data optimize needs input=<folder of HR images> and output=<new folder or "
+                          "s3://bucket/path>, e.g. pspl-data optimize input=DIV2K/DIV2K_train_HR "
+                          "output=div2k_lit")
+    workers = opts["workers"]
+    if workers is not None and not workers.isdigit():
+        raise ConfigError(f"workers={workers} is not allowed: expected an integer >= 1")
+    result = optimize_folder(opts["input"], opts["output"], int(workers) if workers else None, opts["format"],
+                             opts["chunk_bytes"])
+    for file, reason in result.skipped:
+        print(f"pspl-data: skipped {file}: {reason}", file=sys.stderr)
+    size = f", {result.bytes_on_disk / 1e6:.1f} MB" if result.bytes_on_disk is not None else ""
+    skipped = f"; skipped {len(result.skipped)}" if result.skipped else ""
+    print(f"wrote {result.images} images ({opts['format']}{size}) to {opts['output']} in "
+          f"{result.seconds:.1f} s{skipped}")
+
+
 def _hydra_message(exc: HydraException) -> str:
     """Hydra's composition error without its search-path listing, on one line."""
     text = str(exc).split("Config search path")[0].replace(":\n\t", ": ").replace("\n\t", ", ")
@@ -132,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     p_deg = sub.add_parser("degrade", help="write the LR images of a folder of HR images under a degradation")
     p_deg.add_argument("args", nargs="*", help="input=<dir> output=<dir> degradation=<name> "
                        "data.scale=<s> [seed=<n>] [device=cpu] [overwrite=false] [degradation.*=...]")
+    p_opt = sub.add_parser("optimize", help="write a folder of HR images into litdata chunks (data=stream)")
+    p_opt.add_argument("args", nargs="*", help="input=<dir> output=<dir or s3://...> [workers=N] "
+                       "[format=uint8|png] [chunk_bytes=64MB]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -139,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
             prepare(args.overrides)
         elif args.command == "degrade":
             degrade(args.args)
+        elif args.command == "optimize":
+            optimize(args.args)
         else:
             written, kept = make_lr_folder(args.hr_dir, args.out_dir, args.scale)
             print(f"wrote {written} LR images under {args.out_dir}, kept {kept} that existed")

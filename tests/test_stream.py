@@ -1,0 +1,266 @@
+"""``pspl-data optimize`` and ``data=stream``: litdata chunks of HR images, trained from with exact resume
+(0 and 2 loader workers), disjoint images per DDP rank, and one-line errors for bad inputs.
+
+The images are made here: image ``i`` has a constant red channel ``10 + 25 i`` (every patch names its image)
+and random green/blue texture. One optimized folder serves the whole module."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from pspl_lightning.cli.data import main as data_main
+from pspl_lightning.cli.train import train
+from pspl_lightning.data.io import write_png
+from pspl_lightning.data.optimize import decode_item, encode_png
+from pspl_lightning.data.stream import GroupedStreamSampler, StreamDataModule
+from pspl_lightning.errors import ConfigError
+from tests.conftest import TINY, compose_config
+from tests.fault_probes import tensor_dicts_equal
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+IMAGES = 8
+
+
+def _image(i: int) -> np.ndarray:
+    img = np.random.default_rng(i).integers(0, 256, (48 + 4 * i, 64, 3), dtype=np.uint8)
+    img[..., 0] = 10 + 25 * i
+    return img
+
+
+def _ids(hr: torch.Tensor) -> list[int]:
+    """The image each HR patch (B x 3 x H x W) came from."""
+    return ((hr[:, 0, 0, 0].double() - 10) / 25).round().int().tolist()
+
+
+class ImageProbe(Callback):
+    """Every rank appends (epoch, step, image of each patch of its batch) to ``out_dir/rank<r>.jsonl``."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = Path(out_dir)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "ids": _ids(batch[1])}
+        with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture(scope="module")
+def stream_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``pspl-data optimize`` (2 workers) of 8 images and one undecodable file; what it printed."""
+    root = tmp_path_factory.mktemp("stream")
+    for i in range(IMAGES):
+        write_png(root / "HR" / f"img{i}.png", _image(i))
+    (root / "HR" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    write_png(root / "val" / "img3.png", _image(3))
+    out, err = io.StringIO(), io.StringIO()
+    start_method = multiprocessing.get_start_method(allow_none=True)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        data_main(["optimize", f"input={root / 'HR'}", f"output={root / 'lit'}", "workers=2"])
+    # litdata switches the process to spawn; optimize puts it back (loader workers stay forked, and fast)
+    assert multiprocessing.get_start_method(allow_none=True) == start_method
+    return {"root": root, "lit": root / "lit", "stdout": out.getvalue(), "stderr": err.getvalue()}
+
+
+def test_optimize_writes_every_decodable_image_and_reports_the_bad_one(stream_set: dict[str, Any]) -> None:
+    lit = stream_set["lit"]
+    index = json.loads((lit / "index.json").read_text())
+    assert sum(c["chunk_size"] for c in index["chunks"]) == IMAGES
+    skip_lines = [line for line in stream_set["stderr"].splitlines() if "skipped" in line]
+    assert len(skip_lines) == 1 and f"skipped {stream_set['root'] / 'HR' / 'broken.png'}: " in skip_lines[0]
+    assert "cannot decode image" in skip_lines[0]
+    assert f"wrote {IMAGES} images (uint8, " in stream_set["stdout"] and "skipped 1" in stream_set["stdout"]
+    sidecar = json.loads((lit / "pspl_images.json").read_text())
+    assert sidecar["smallest"]["height"] == 48 and sidecar["smallest"]["file"].endswith("img0.png")
+
+    import litdata
+
+    items = {it["name"]: it["image"] for it in (litdata.StreamingDataset(str(lit))[i] for i in range(IMAGES))}
+    assert sorted(items) == [f"img{i}" for i in range(IMAGES)]
+    for i in range(IMAGES):
+        np.testing.assert_array_equal(items[f"img{i}"], _image(i))  # decoded uint8, bit for bit
+
+
+def test_png_format_round_trips_exactly() -> None:
+    img = _image(5)
+    assert np.array_equal(decode_item({"name": "x", "png": encode_png(img)}), img)
+    assert np.array_equal(decode_item({"name": "x", "image": img}), img)
+
+
+def test_optimize_refuses_an_existing_output(stream_set: dict[str, Any],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    before = sorted(p.name for p in stream_set["lit"].iterdir())
+    with pytest.raises(SystemExit) as exc:
+        data_main(["optimize", f"input={stream_set['root'] / 'HR'}", f"output={stream_set['lit']}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "exists and is not empty" in err and str(stream_set["lit"]) in err
+    assert sorted(p.name for p in stream_set["lit"].iterdir()) == before
+
+
+def test_sampler_groups_chunks_and_gives_ranks_disjoint_images() -> None:
+    chunks, repeat, group, batch = [3, 5, 4], 3, 2, 4
+    per_rank = {r: GroupedStreamSampler(chunks, repeat, group, batch, seed=7, rank=r, world_size=2)
+                for r in (0, 1)}
+    for epoch in (0, 1):
+        orders = {r: s.epoch_order(epoch) for r, s in per_rank.items()}
+        images = {r: items.tolist() for r, (items, _) in orders.items()}
+        assert set(images[0]).isdisjoint(images[1]) and set(images[0]) | set(images[1]) == set(range(12))
+        for r in (0, 1):
+            assert len(images[r]) == len(per_rank[r]) == 16  # 6 images x 3 patches, in whole batches of 4
+            assert all(images[r].count(i) == repeat for i in set(images[r][:12]))
+            for start in range(0, 16, group * repeat):  # each block of 6 patches comes from 2 images
+                assert len(set(images[r][start : start + group * repeat])) <= group
+        # chunks stay together: rank 0 holds whole chunks but for at most one split at its block's end
+        chunk_of = [c for c, size in enumerate(chunks) for _ in range(size)]
+        held = {c: sum(chunk_of[i] == c for i in set(images[0])) for c in range(len(chunks))}
+        assert sum(0 < held[c] < chunks[c] for c in held) <= 1
+        assert len(set(zip(*(t.tolist() for t in orders[0]), strict=True))) == 16  # (image, seed) once each
+    again = GroupedStreamSampler(chunks, repeat, group, batch, seed=7, rank=0, world_size=2).epoch_order(1)
+    assert all(torch.equal(a, b) for a, b in zip(again, per_rank[0].epoch_order(1), strict=True))
+    assert not torch.equal(per_rank[0].epoch_order(0)[0], per_rank[0].epoch_order(1)[0])
+
+
+def _inputs(stream_set: dict[str, Any]) -> list[str]:
+    return [f"data.input_dir={stream_set['lit']}", f"data.val_hr_dir={stream_set['root'] / 'val'}"]
+
+
+def _cfg(stream_set: dict[str, Any], out: Path, *overrides: str):
+    return compose_config("train", [
+        *TINY, "data=stream", *_inputs(stream_set), "data.cache_dir=null", "data.progress=false",
+        "data.group_images=2", "trainer.val_check_interval=100",
+        "optimizer.lr=1e-3", *overrides], out)
+
+
+def _weights(cfg) -> dict[str, torch.Tensor]:
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(stream_set: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """8 steps without interruption (epochs of 8 images x repeat 2 / batch 4 = 4 steps), 0 workers."""
+    out = tmp_path_factory.mktemp("straight")
+    probe = out / "probe"
+    cfg = _cfg(stream_set, out, "trainer.max_steps=8", "data.num_workers=0",
+               "+callbacks.probe._target_=tests.test_stream.ImageProbe", f"+callbacks.probe.out_dir={probe}")
+    assert train(cfg)["global_step"] == 8
+    rows = [json.loads(line) for line in (probe / "rank0.jsonl").read_text().splitlines()]
+    return {"weights": _weights(cfg), "rows": rows}
+
+
+def test_an_epoch_serves_every_image_repeat_times(straight_run: dict[str, Any]) -> None:
+    for epoch in (0, 1):
+        ids = [i for r in straight_run["rows"] if r["epoch"] == epoch for i in r["ids"]]
+        assert sorted(ids) == sorted(list(range(IMAGES)) * 2)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_gives_the_weights_of_the_straight_run(stream_set: dict[str, Any],
+                                                                straight_run: dict[str, Any],
+                                                                tmp_path: Path, workers: int) -> None:
+    """5 steps (stopped in epoch 1's middle), then resumed to 8: the straight run's weights, bit for bit."""
+    common = ["trainer.max_steps=8", f"data.num_workers={workers}", "data.persistent_workers=false"]
+    first = _cfg(stream_set, tmp_path / "a", *common, "+callbacks.stop._target_=tests.probes.StopAt",
+                 "+callbacks.stop.step=5")
+    assert train(first)["global_step"] == 5
+    assert not tensor_dicts_equal(_weights(first), straight_run["weights"])
+    resumed = _cfg(stream_set, tmp_path / "b", *common, f"resume={first.paths.output_dir}")
+    assert train(resumed)["global_step"] == 8
+    assert tensor_dicts_equal(_weights(first), straight_run["weights"])
+
+
+def test_ddp_two_ranks_see_disjoint_images(stream_set: dict[str, Any], tmp_path: Path) -> None:
+    """2 gloo ranks (ddp_spawn): in each epoch the ranks' images are disjoint and every image is served
+    ``repeat`` times by its rank."""
+    probe = tmp_path / "probe"
+    cfg = _cfg(stream_set, tmp_path, "trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_steps=4",
+               "data.num_workers=0", "+callbacks.probe._target_=tests.test_stream.ImageProbe",
+               f"+callbacks.probe.out_dir={probe}")
+    assert train(cfg)["global_step"] == 4
+    rows = {r: [json.loads(line) for line in (probe / f"rank{r}.jsonl").read_text().splitlines()]
+            for r in (0, 1)}
+    for epoch in (0, 1):  # 4 images x repeat 2 / batch 4 = 2 steps per epoch and rank
+        ids = {r: [i for row in rows[r] if row["epoch"] == epoch for i in row["ids"]] for r in (0, 1)}
+        assert set(ids[0]).isdisjoint(ids[1])
+        assert set(ids[0]) | set(ids[1]) == set(range(IMAGES))
+        assert all(sorted(ids[r]) == sorted(list(set(ids[r])) * 2) for r in (0, 1))
+
+
+# --- mistakes: one line, exit 2 ------------------------------------------------------------------------
+def _prepare(capsys: pytest.CaptureFixture[str], *overrides: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        data_main(["prepare", "data=stream", "data.val_sets=[val]", "data.cache_dir=null", *overrides])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_folder_without_index_is_one_line(stream_set: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    err = _prepare(capsys, f"data.input_dir={stream_set['root'] / 'HR'}",
+                   f"data.val_hr_dir={stream_set['root'] / 'val'}")
+    assert f"data.input_dir={stream_set['root'] / 'HR'} has no litdata index" in err
+    assert "pspl-data optimize" in err
+
+
+def test_patch_larger_than_the_smallest_image_is_one_line(stream_set: dict[str, Any],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    err = _prepare(capsys, *_inputs(stream_set), "data.patch_size=64")
+    assert "img0.png is 64x48 (WxH): smaller than the HR patch of 64 pixels" in err
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", None])
+def test_unreachable_s3_is_one_line_and_does_not_hang(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      endpoint: str | None) -> None:
+    """A refused endpoint, and the default endpoint without a network (as here): an error within seconds."""
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(var, raising=False)
+    if endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    start = time.perf_counter()
+    err = _prepare(capsys, "data.input_dir=s3://pspl-no-such-bucket/df2k", "data.val_hr_dir=/nowhere")
+    assert time.perf_counter() - start < 30
+    host = "127.0.0.1:9" if endpoint else "s3.amazonaws.com:443"
+    assert f"data.input_dir=s3://pspl-no-such-bucket/df2k: cannot reach {host}" in err
+
+
+def test_optimize_to_unreachable_s3_is_one_line(stream_set: dict[str, Any],
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    with pytest.raises(SystemExit) as exc:
+        data_main(["optimize", f"input={stream_set['root'] / 'HR'}", "output=s3://pspl-no-such-bucket/x"])
+    assert exc.value.code == 2
+    assert "output=s3://pspl-no-such-bucket/x: cannot reach 127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_missing_litdata_is_one_line(stream_set: dict[str, Any], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "litdata", None)  # `import litdata` now raises ImportError
+    err = _prepare(capsys, *_inputs(stream_set))
+    assert "needs litdata, which is not installed" in err and "pip install 'pspl-lightning[stream]'" in err
+    with pytest.raises(SystemExit) as exc:
+        data_main(["optimize", f"input={stream_set['root'] / 'HR'}", f"output={tmp_path / 'new'}"])
+    assert exc.value.code == 2 and "needs litdata" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match="needs litdata"):
+        StreamDataModule(input_dir=str(stream_set["lit"]))
