@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,10 @@ from torch import nn
 
 from pspl_lightning.archs import EDSR, RCAN, RDN, SRCNN, VDSR, MSRResNet, TinySR
 from pspl_lightning.cli.train import train
+from pspl_lightning.export import export_model
 from pspl_lightning.inference import (
     Upscaler,
     WeightsError,
-    export_weights,
     load_network,
     receptive_radius,
     self_ensemble,
@@ -152,7 +151,7 @@ def test_checkpoint_loads_with_its_config(trained_ckpt: Path) -> None:
 def test_exported_weights_rebuild_the_same_network(trained_ckpt: Path, tmp_path: Path, suffix: str) -> None:
     if suffix == ".safetensors":
         pytest.importorskip("safetensors")
-    out = export_weights(trained_ckpt, tmp_path / f"edsr{suffix}")
+    out = export_model(trained_ckpt, tmp_path / f"edsr{suffix}").output
     if suffix == ".pth":
         payload = torch.load(out, weights_only=True)
         assert payload["format"] == FORMAT and payload["scale"] == 2
@@ -163,8 +162,8 @@ def test_exported_weights_rebuild_the_same_network(trained_ckpt: Path, tmp_path:
     with torch.no_grad():
         assert torch.equal(loaded.net(LR), _reference_net(trained_ckpt)(LR))
     with pytest.raises(FileExistsError, match="exists; not replaced"):
-        export_weights(trained_ckpt, out)
-    export_weights(trained_ckpt, out, overwrite=True)
+        export_model(trained_ckpt, out)
+    export_model(trained_ckpt, out, overwrite=True)
 
 
 def test_checkpoint_of_another_scale_or_network_is_refused(trained_ckpt: Path) -> None:
@@ -183,21 +182,31 @@ def test_checkpoint_of_another_scale_or_network_is_refused(trained_ckpt: Path) -
     assert load_network(trained_ckpt, model=same, scale=2).scale == 2
 
 
-def test_bare_state_dicts_need_a_model_config(trained_ckpt: Path, tmp_path: Path) -> None:
+def test_bare_state_dicts_need_a_model_config_unless_spandrel_knows_them(trained_ckpt: Path,
+                                                                        tmp_path: Path) -> None:
     ref = _reference_net(trained_ckpt)
     bare = tmp_path / "bare.pth"
     torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, bare)  # as a DDP wrapper saves it
-    with pytest.raises(WeightsError, match="bare state_dict without a model config: pass model="):
-        load_network(bare)
+    detected = load_network(bare)  # EDSR is registered with spandrel: architecture and scale from the keys
+    assert detected.describe() == "EDSR(n_feats=8, n_resblocks=1, res_scale=1.0) x2"
     cfg = {"_target_": "pspl_lightning.archs.EDSR", "n_resblocks": 1, "n_feats": 8, "res_scale": 1.0}
-    with pytest.raises(WeightsError, match="without a scale"):
-        load_network(bare, model=cfg)
     loaded = load_network(bare, model=cfg, scale=2)
     with torch.no_grad():
-        assert torch.equal(loaded.net(LR), ref(LR))
+        assert torch.equal(loaded.net(LR), ref(LR)) and torch.equal(detected.net(LR), ref(LR))
     wrong = {**cfg, "n_feats": 16}
     with pytest.raises(WeightsError, match=r"do not fit EDSR\(n_feats=16, n_resblocks=1, res_scale=1.0\) x2"):
         load_network(bare, model=wrong, scale=2)
+    torch.manual_seed(0)
+    tiny = TinySR(2, n_feats=8).eval()  # spandrel knows no TinySR: the caller names the network
+    unknown = tmp_path / "tiny.pth"
+    torch.save(tiny.state_dict(), unknown)
+    with pytest.raises(WeightsError, match="spandrel does not recognise .* pass model="):
+        load_network(unknown)
+    tiny_cfg = {"_target_": "pspl_lightning.archs.TinySR", "n_feats": 8}
+    with pytest.raises(WeightsError, match="without a scale"):
+        load_network(unknown, model=tiny_cfg)
+    with torch.no_grad():
+        assert torch.equal(load_network(unknown, model=tiny_cfg, scale=2).net(LR), tiny(LR))
 
 
 class _Payload:
@@ -216,14 +225,3 @@ def test_files_that_need_unpickling_code_or_do_not_exist_are_refused(tmp_path: P
         load_network(tmp_path / "array.npy")
 
 
-def test_export_script(trained_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    spec = importlib.util.spec_from_file_location("export_weights",
-                                                  Path(__file__).parents[1] / "scripts" / "export_weights.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = tmp_path / "w.pth"
-    assert script.main([str(trained_ckpt), str(out)]) == 0
-    assert load_network(out).describe() == "EDSR(n_feats=8, n_resblocks=1, res_scale=1.0) x2"
-    assert script.main([str(trained_ckpt), str(out)]) == 2
-    assert "w.pth exists; not replaced (use --overwrite" in capsys.readouterr().err
-    assert script.main([str(trained_ckpt), str(out), "--overwrite"]) == 0

@@ -19,7 +19,8 @@ from pspl_lightning.archs import EDSR
 from pspl_lightning.cli.train import train
 from pspl_lightning.cli.upscale import plan_outputs, upscale
 from pspl_lightning.data.io import read_image
-from pspl_lightning.inference import WeightsError, export_weights
+from pspl_lightning.export import export_model
+from pspl_lightning.inference import WeightsError
 
 try:
     from tests.conftest import TINY, compose_config
@@ -91,7 +92,7 @@ def test_existing_outputs_are_kept_unless_overwrite(tmp_path: Path, ckpt: Path, 
 
 
 def test_single_file_and_exported_weights(tmp_path: Path, ckpt: Path, photos: Path) -> None:
-    weights = export_weights(ckpt, tmp_path / "edsr.pth")
+    weights = export_model(ckpt, tmp_path / "edsr.pth").output
     out = tmp_path / "single"
     written = upscale(_cfg(tmp_path, f"ckpt={weights}", f"input={photos / 'cat.png'}", f"output={out}",
                            "tile=null", "self_ensemble=true"), console=Console(quiet=True))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, open_dict
 
-from pspl_lightning.archs import EDSR, RCAN, VDSR
+from pspl_lightning.archs import EDSR, RCAN, VDSR, MSRResNet
 from pspl_lightning.cli.build import build_module
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
@@ -87,19 +87,28 @@ def _bare_x2_state(tmp_path: Path) -> tuple[dict[str, torch.Tensor], Path]:
 
 
 def test_bare_state_dict_loads_by_shape(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A bare state dict records no scale: x2 -> x4 keeps every tensor whose shape matches (the first x2
-    stage of the x4 upsampler and the last conv), unless the caller names the source scale."""
-    state, path = _bare_x2_state(tmp_path)
+    """A bare state dict of a network spandrel does not know (MSRResNet) records no scale: x2 -> x4 keeps
+    every tensor whose shape matches (the first x2 stage of the x4 upsampler and the HR convs), unless the
+    caller names the source scale. A bare EDSR state dict has its scale detected (spandrel)."""
+    torch.manual_seed(0)
+    state = MSRResNet(2, **SMALL).state_dict()
+    path = tmp_path / "msrresnet_x2.pth"
+    torch.save(state, path)
     with caplog.at_level(logging.WARNING, logger="pspl_lightning.inference.warm_start"):
-        report = load_matching_weights(EDSR(4, **SMALL), path)
+        report = load_matching_weights(MSRResNet(4, **SMALL), path)
     assert report.source_scale is None
-    assert "tail.0.0.weight" in report.loaded and "tail.1.weight" in report.loaded
-    assert report.not_in_file == ["tail.0.2.weight", "tail.0.2.bias"]
+    assert {"tail.0.0.weight", "tail.1.weight", "tail.3.weight"} <= set(report.loaded)
+    assert report.not_in_file == ["tail.0.3.weight", "tail.0.3.bias"]
     assert "records no scale" in caplog.text
 
-    report = load_matching_weights(EDSR(4, **SMALL), path, source_scale=2)
+    report = load_matching_weights(MSRResNet(4, **SMALL), path, source_scale=2)
     assert sorted(report.skipped) == sorted(k for k in state if k.startswith("tail."))
     assert not any(k.startswith("tail.") for k in report.loaded)
+
+    edsr_state, edsr_path = _bare_x2_state(tmp_path)
+    report = load_matching_weights(EDSR(4, **SMALL), edsr_path)
+    assert report.source_scale == 2
+    assert sorted(report.skipped) == sorted(k for k in edsr_state if k.startswith("tail."))
 
 
 def test_exported_weights_file(tmp_path: Path) -> None:

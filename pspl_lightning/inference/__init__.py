@@ -1,7 +1,7 @@
 """Inference on whole images: weights loading, tiled forward passes, the x8 self-ensemble, benchmarks."""
 
 from pspl_lightning.inference.ensemble import self_ensemble
-from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, export_weights, load_network
+from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, load_network
 from pspl_lightning.inference.tiling import receptive_radius, tiled_forward
 from pspl_lightning.inference.upscaler import Upscaler
 
@@ -9,7 +9,6 @@ __all__ = [
     "LoadedNetwork",
     "Upscaler",
     "WeightsError",
-    "export_weights",
     "load_network",
     "receptive_radius",
     "self_ensemble",

@@ -1,12 +1,18 @@
-"""Rebuild a trained network from a ``pspl-train`` checkpoint or an exported weights file, and export one.
+"""Rebuild a network from any weights file: the project's own, or a community file spandrel recognises.
 
 Accepted files:
 
-- Lightning checkpoints of ``SRModule`` (``.ckpt``): network weights under ``state_dict["net.*"]``, the
-  resolved run config under ``pspl_config`` (``model`` node and ``data.scale``);
-- exported weights (``.pth``): ``{"format": FORMAT, "model": <model config>, "scale": s, "state_dict": ...}``;
-- exported weights (``.safetensors``): the tensors, with the model config and scale in the metadata;
-- a bare state_dict (``.pth``/``.pt``; also BasicSR's ``params``/``params_ema``) when a model config is given.
+- Lightning checkpoints of ``SRModule`` (``.ckpt``): network weights under ``state_dict["net.*"]`` (the EMA
+  weights when the run kept them; the raw ones under ``current_model_state``), the resolved run config
+  under ``pspl_config`` (``model`` node and ``data.scale``);
+- files written by ``pspl-export`` (``.pth``/``.safetensors``): the state dict with the model config and
+  scale in the metadata;
+- any other state dict (``.pth``/``.pt``/``.ckpt``/``.safetensors``; wrapped in ``params_ema``, ``params``,
+  ``state_dict``, ``model``, ... and prefixed ``module.``, as BasicSR, DDP and Lightning save them): the
+  architecture, hyper-parameters and scale are detected from the keys by spandrel
+  (:mod:`pspl_lightning.interop.community`), which also knows the project's EDSR and RDN and
+  EDSR-PyTorch's official EDSR and RCAN files; without spandrel, or for a state dict it does not
+  recognise, a model config and scale must be given.
 
 Files are read with ``torch.load(weights_only=True)``: no code in a checkpoint is ever executed.
 """
@@ -22,8 +28,7 @@ import torch
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from pspl_lightning.atomic import atomic_path
-from pspl_lightning.errors import CheckpointError, OutputExistsError
+from pspl_lightning.errors import CheckpointError
 
 FORMAT = "pspl-weights/1"
 _IGNORED_MODEL_KEYS = ("scale", "_partial_", "_convert_", "_recursive_")
@@ -36,24 +41,36 @@ class WeightsError(CheckpointError):
 
 class StoredWeights(NamedTuple):
     """A file's network state dict (wrapper prefixes removed), and the model config and scale it records
-    (``None``: not recorded)."""
+    (``None``: not recorded). ``detected``: the network spandrel built from the keys (then ``model`` and
+    ``scale`` are what it detected and ``state`` is in that network's naming); ``info``: run id and which
+    weights (``ema``/``raw``) a pspl-train checkpoint gave."""
 
     state: dict[str, Tensor]
     model: dict[str, Any] | None
     scale: int | None
+    detected: nn.Module | None = None
+    info: dict[str, Any] | None = None
 
     @property
     def network(self) -> str | None:
-        """The class name of the recorded network, e.g. ``EDSR``."""
-        target = (self.model or {}).get("_target_")
-        return str(target).rsplit(".", 1)[-1] if target else None
+        """The class name of the network, e.g. ``EDSR`` (for the zoo: spandrel's class, e.g. ``SwinIR``)."""
+        if self.detected is not None:
+            return type(self.detected).__name__
+        return network_name(self.model) if self.model else None
+
+
+def network_name(model_cfg: dict[str, Any]) -> str:
+    """``EDSR`` for ``pspl_lightning.archs.EDSR``; the zoo's ``arch`` (e.g. ``SwinIR``) for its factory."""
+    if "arch" in model_cfg and str(model_cfg.get("_target_", "")).endswith("spandrel_net"):
+        return str(model_cfg["arch"])
+    return str(model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
 def describe_model(model_cfg: dict[str, Any], scale: int | None = None) -> str:
     """``EDSR(n_feats=64, n_resblocks=16, res_scale=1.0) x2``: the class and its structural options."""
-    name = str(model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    name = network_name(model_cfg)
     args = ", ".join(f"{k}={v}" for k, v in sorted(model_cfg.items()) if not k.startswith("_")
-                     and k not in _IGNORED_MODEL_KEYS)
+                     and k not in _IGNORED_MODEL_KEYS and k != "arch")
     return f"{name}({args})" + (f" x{scale}" if scale is not None else "")
 
 
@@ -69,6 +86,7 @@ class LoadedNetwork:
     scale: int
     model_config: dict[str, Any]
     source: Path
+    info: dict[str, Any] | None = None  # run id, EMA or raw weights, detected by spandrel
 
     def describe(self) -> str:
         return describe_model(self.model_config, self.scale)
@@ -86,14 +104,42 @@ def _unwrap(key: str) -> str:
     return key
 
 
-def read_weights(path: str | Path) -> StoredWeights:
-    """The one reader of weights files: (network state_dict, model config or None, scale or None) from any
-    accepted file, with torch.compile / DataParallel / AveragedModel prefixes removed."""
-    stored = _read_weights(Path(path))
-    return StoredWeights({_unwrap(k): v for k, v in stored.state.items()}, stored.model, stored.scale)
+def read_weights(path: str | Path, ema: bool = True) -> StoredWeights:
+    """The one reader of weights files: (network state_dict, model config, scale) from any accepted file,
+    with torch.compile / DataParallel / AveragedModel prefixes removed. A file that records no config is
+    identified by spandrel when it can (``detected``); else ``model`` and ``scale`` are ``None``.
+    ``ema=False``: the raw weights of a run that kept an EMA (``callbacks=ema``)."""
+    path = Path(path)
+    stored = _read_weights(path, ema)
+    state = {_unwrap(k): v for k, v in stored.state.items()}
+    if stored.model is not None:
+        return stored._replace(state=state)
+    from pspl_lightning.interop.community import detect
+
+    try:
+        found = detect(state)
+    except CheckpointError as exc:
+        raise WeightsError(f"{path}: {exc}") from None
+    if found is None:
+        return stored._replace(state=state)
+    info = {**(stored.info or {}), "detected": found.architecture}
+    return StoredWeights(found.net.state_dict(), found.model, found.scale, found.net, info)
 
 
-def _read_weights(path: Path) -> StoredWeights:
+def _from_edsr_pytorch(state: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Tensor]:
+    """A pspl-export file of the project's RCAN holds EDSR-PyTorch's naming (what spandrel reads)."""
+    if meta.get("naming") != EDSR_PYTORCH_NAMING:
+        return state
+    from pspl_lightning.interop.edsr_pytorch import rcan_from_official
+
+    return rcan_from_official(state)
+
+
+EDSR_PYTORCH_NAMING = "EDSR-PyTorch"
+UNWRAP_KEYS = ("model_state_dict", "state_dict", "params_ema", "params-ema", "params", "model", "net")
+
+
+def _read_weights(path: Path, ema: bool) -> StoredWeights:
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
@@ -103,29 +149,41 @@ def _read_weights(path: Path) -> StoredWeights:
     except Exception as exc:  # pickle errors come in many types; all mean "not a weights-only file"
         raise WeightsError(
             f"{path} cannot be read as a weights-only checkpoint ({type(exc).__name__}: {exc}); "
-            f"re-export it with scripts/export_weights.py from a trusted environment"
+            f"re-export it with pspl-export from a trusted environment"
         ) from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state_dict")
     if "pspl_config" in obj:  # a pspl-train Lightning checkpoint
         run = obj["pspl_config"]
-        state = {k[4:]: v for k, v in obj.get("state_dict", {}).items() if k.startswith("net.")}
+        kept_ema = isinstance(obj.get("current_model_state"), dict)  # Lightning's WeightAveraging
+        weights = obj["current_model_state"] if kept_ema and not ema else obj.get("state_dict", {})
+        state = {k[4:]: v for k, v in weights.items() if k.startswith("net.")}
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
         model = dict(run.get("model") or {})
         model.pop("init_from", None)  # recorded inside ``model`` by runs before it became a top-level key
         scale = run.get("data", {}).get("scale", model.get("scale"))
-        return StoredWeights(state, model, int(scale) if scale is not None else None)
+        output_dir = (run.get("paths") or {}).get("output_dir")
+        info = {"run_id": Path(str(output_dir)).name if output_dir else None,
+                "weights": "ema" if kept_ema and ema else "raw", "step": obj.get("global_step")}
+        return StoredWeights(state, model, int(scale) if scale is not None else None, None, info)
     if obj.get("format") == FORMAT:
-        return StoredWeights(obj["state_dict"], dict(obj["model"]), int(obj["scale"]))
-    for key in ("state_dict", "params_ema", "params"):  # Lightning without our config, BasicSR
+        meta = obj.get("metadata") or {}
+        info = {k: v for k, v in meta.items() if k in ("run_id", "weights")}
+        state = _from_edsr_pytorch(obj["state_dict"], meta)
+        return StoredWeights(state, dict(obj["model"]), int(obj["scale"]), None, info)
+    for key in UNWRAP_KEYS:  # BasicSR, Lightning without our config, other trainers (spandrel's list)
         if isinstance(obj.get(key), dict):
             obj = obj[key]
             break
+    if len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
+        obj = next(iter(obj.values()))
     state = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if not state:
         raise WeightsError(f"{path} holds no tensors: not a state_dict or checkpoint")
-    return StoredWeights(_strip_prefix(_strip_prefix(state, "module."), "net."), None, None)
+    for prefix in ("module.", "netG.", "net."):
+        state = _strip_prefix(state, prefix)
+    return StoredWeights(state, None, None)
 
 
 def _read_safetensors(path: Path) -> StoredWeights:
@@ -134,76 +192,89 @@ def _read_safetensors(path: Path) -> StoredWeights:
     except ImportError:
         raise WeightsError(f"{path}: reading .safetensors needs the optional package: "
                            "pip install safetensors") from None
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
-    model = json.loads(meta["model"]) if "model" in meta else None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    except Exception as exc:  # safetensors raises its own error types for a damaged header
+        raise WeightsError(f"{path} cannot be read as a .safetensors file "
+                           f"({type(exc).__name__}: {exc})") from None
+    if "model" not in meta:
+        return StoredWeights(_strip_prefix(state, "module."), None, None)
+    model = json.loads(meta["model"])
     scale = int(meta["scale"]) if "scale" in meta else None
-    return StoredWeights(state, model, scale)
+    info = {k: v for k, v in meta.items() if k in ("run_id", "weights")}
+    return StoredWeights(_from_edsr_pytorch(state, meta), model, scale, None, info)
 
 
 def load_network(path: str | Path, model: dict[str, Any] | None = None, scale: int | None = None,
-                 device: str | torch.device = "cpu") -> LoadedNetwork:
+                 device: str | torch.device = "cpu", ema: bool = True) -> LoadedNetwork:
     """Build the network of ``path`` and load its weights; eval mode, on ``device``.
 
     ``model`` (a model config with ``_target_``) and ``scale`` are what the caller asks for: a file made for
-    another network or scale is refused with both named. A file without a config is built from ``model``.
+    another network or scale is refused with both named. A file whose network spandrel detects is checked
+    by architecture (a ``model`` config of the same class then supplies what the keys cannot tell, e.g.
+    EDSR's ``res_scale``); a file without a config that spandrel does not know is built from ``model``.
     """
     path = Path(path)
-    state, file_model, file_scale = read_weights(path)
+    stored = read_weights(path, ema=ema)
+    state, file_model, file_scale = stored.state, stored.model, stored.scale
     if file_model is None:
         if model is None:
-            raise WeightsError(f"{path} is a bare state_dict without a model config: pass model=<config> "
+            raise WeightsError(f"{path} is a state_dict of a network spandrel does not recognise (or "
+                               f"spandrel is not installed) and records no model config: pass model=<config> "
                                f"(e.g. model=edsr_baseline) and scale=<2|3|4> to say which network it is")
         if scale is None:
             raise WeightsError(f"{path} is a bare state_dict without a scale: pass scale=<2|3|4>")
         file_model, file_scale = dict(model), scale
     if file_scale is None:
         raise WeightsError(f"{path}: its config names no scale (neither data.scale nor model.scale)")
+    found = "detected by spandrel: " if stored.detected is not None else ""
     if scale is not None and int(scale) != file_scale:
-        raise WeightsError(f"{path} is a x{file_scale} model ({describe_model(file_model, file_scale)}), "
-                           f"but scale {scale} was asked")
-    if model is not None and _signature(model) != _signature(file_model):
-        raise WeightsError(f"{path} holds {describe_model(file_model, file_scale)}, but the network asked "
-                           f"for is {describe_model(model, file_scale)}")
-    build_cfg = {**_signature(file_model), "scale": file_scale}
-    try:
-        net = instantiate(build_cfg)
-    except Exception as exc:
-        raise WeightsError(f"{path}: cannot build {describe_model(file_model, file_scale)}: {exc}") from exc
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"{path}: its weights do not fit {describe_model(file_model, file_scale)}: "
-                           f"{exc}") from None
+        held = found + describe_model(file_model, file_scale)
+        raise WeightsError(f"{path} is a x{file_scale} model ({held}), but scale {scale} was asked")
+    if stored.detected is not None:
+        net, build_cfg = _detected_network(path, stored, model)
+    else:
+        if model is not None and _signature(model) != _signature(file_model):
+            raise WeightsError(f"{path} holds {describe_model(file_model, file_scale)}, but the network "
+                               f"asked for is {describe_model(model, file_scale)}")
+        build_cfg = {**_signature(file_model), "scale": file_scale}
+        net = _build(path, build_cfg, file_scale)
+        _load_strict(path, net, state, build_cfg)
     net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    return LoadedNetwork(net=net, scale=file_scale, model_config=build_cfg, source=path)
+    return LoadedNetwork(net=net, scale=file_scale, model_config=build_cfg, source=path, info=stored.info)
 
 
-def export_weights(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the network's weights alone, with the model config and scale that rebuild it.
+def _build(path: Path, build_cfg: dict[str, Any], scale: int) -> nn.Module:
+    try:
+        return instantiate(build_cfg)
+    except Exception as exc:
+        raise WeightsError(f"{path}: cannot build {describe_model(build_cfg, scale)}: {exc}") from exc
 
-    ``.safetensors`` needs the optional ``safetensors`` package; any other suffix is a ``torch.save`` dict
-    readable with ``weights_only=True``. An existing ``out`` is kept unless ``overwrite``.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; not replaced (use --overwrite, or overwrite=True)")
-    loaded = load_network(ckpt)
-    state = {k: v.detach().cpu().contiguous() for k, v in loaded.net.state_dict().items()}
-    if out.suffix == ".safetensors":
-        try:
-            from safetensors.torch import save_file
-        except ImportError:
-            raise WeightsError("writing .safetensors needs the optional package: pip install safetensors; "
-                               "or write a .pth file") from None
-        with atomic_path(out) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT, "model": json.dumps(loaded.model_config),
-                                                 "scale": str(loaded.scale)})
-    else:
-        payload = {"format": FORMAT, "model": loaded.model_config, "scale": loaded.scale, "state_dict": state}
-        with atomic_path(out) as tmp:
-            torch.save(payload, tmp)
-    return out
+
+def _load_strict(path: Path, net: nn.Module, state: dict[str, Tensor], build_cfg: dict[str, Any]) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        text = " ".join(str(exc).split())[:400]
+        raise WeightsError(f"{path}: its weights do not fit {describe_model(build_cfg, build_cfg['scale'])}: "
+                           f"{text}") from None
+
+
+def _detected_network(path: Path, stored: StoredWeights, model: dict[str, Any] | None
+                      ) -> tuple[nn.Module, dict[str, Any]]:
+    """The network spandrel built, or the asked ``model`` of the same class with the file's weights."""
+    detected, file_model, scale = stored.detected, stored.model, stored.scale
+    build_cfg = {**_signature(file_model), "scale": scale}
+    if model is None:
+        return detected, build_cfg
+    asked_cfg = {**_signature(model), "scale": scale}
+    net = _build(path, asked_cfg, scale)
+    if type(net) is not type(detected):
+        raise WeightsError(f"{path} holds {describe_model(file_model, scale)} (detected by spandrel), but "
+                           f"the network asked for is {describe_model(model, scale)}")
+    _load_strict(path, net, stored.state, asked_cfg)
+    return net, asked_cfg

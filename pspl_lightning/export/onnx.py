@@ -1,0 +1,108 @@
+"""``.onnx`` export: RGB NCHW float input in [0, 1] named ``input``, dynamic height and width, batch 1.
+
+torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, needs onnx and onnxscript) traces the network
+with symbolic height and width; an architecture whose forward pass cannot be traced that way is refused in
+one line naming it. Each export runs onnxruntime on an input of another size than the traced one and
+reports the largest difference from PyTorch's float32 output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pspl_lightning.atomic import atomic_path
+from pspl_lightning.errors import ConfigError
+
+EXPORT_SIZE = (32, 32)  # the traced input (LR pixels); the check uses CHECK_SIZE, which differs on purpose
+CHECK_SIZE = (27, 41)
+
+
+class OnnxExportError(ConfigError):
+    """An architecture that cannot be exported to ONNX with dynamic height and width."""
+
+
+@dataclass
+class OnnxReport:
+    """What the export measured: seconds to export, the check's input size and largest difference."""
+
+    seconds: float
+    check_size: tuple[int, int]
+    max_abs_diff: float
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    """The output of the ONNX model at ``path`` for the NCHW array ``x`` (onnxruntime, CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
+               check_size: tuple[int, int] = CHECK_SIZE) -> OnnxReport:
+    """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"output=*.onnx needs the optional packages ({exc}): "
+                          "pip install -e '.[onnx]'") from None
+    from torch.export import Dim
+
+    net = net.to("cpu").eval()
+    dtype = torch.float16 if half else torch.float32
+    export_net = copy.deepcopy(net).half() if half else net
+    gen = torch.Generator().manual_seed(0)
+    example = torch.rand(1, 3, *EXPORT_SIZE, generator=gen).to(dtype)
+    dims = ({2: Dim("height", min=1), 3: Dim("width", min=1)},)
+    start = time.perf_counter()
+    with atomic_path(out) as tmp:
+        try:
+            with _quiet():
+                torch.onnx.export(export_net, (example,), str(tmp), dynamo=True, dynamic_shapes=dims,
+                                  input_names=["input"], output_names=["output"], external_data=False)
+        except Exception as exc:  # the exporter raises many types; each means "cannot export"
+            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width "
+                                  f"({_first_line(exc)}); export .safetensors or .pth instead") from None
+        seconds = time.perf_counter() - start
+        x = torch.rand(1, 3, *check_size, generator=gen)
+        try:
+            got = run_onnx(tmp, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
+        except Exception as exc:
+            raise OnnxExportError(f"{name}: the exported ONNX graph does not run at {check_size[1]}x"
+                                  f"{check_size[0]} ({_first_line(exc)}); not written") from None
+        with torch.no_grad():
+            ref = net(x.clone()).numpy()
+        if got.shape != ref.shape:
+            raise OnnxExportError(f"{name}: the ONNX graph gives {got.shape} for a {x.shape} input, PyTorch "
+                                  f"{ref.shape}: it does not follow the input size; not written")
+    return OnnxReport(seconds, check_size, float(np.abs(got - ref).max()))
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints its progress on stdout and logs warnings; the CLI prints its own summary."""
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        onnx_log.setLevel(level)
