@@ -38,10 +38,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from pspl_lightning.cli.build import build, build_module, build_trainer
+    from pspl_lightning.cli.preflight import check_data, check_memory
+    from pspl_lightning.cli.runtime_errors import explain
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = build(cfg.data)
     module = build_module(cfg, datamodule.val_set_names, warm_start=ckpt_path is None)
+    check_data(datamodule, cfg)  # before any logger starts: a data mistake leaves no W&B run or run folder
+    check_memory(cfg, module.plain_net)  # a batch that cannot fit is refused before the loader makes it
     trainer, loggers = build_trainer(cfg, output_dir)
     for lg in loggers:
         lg.log_hyperparams(module.run_config)
@@ -52,6 +56,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         status = "success"
+    except RuntimeError as exc:  # out of memory, an overflowing update: one line naming the settings
+        stage = getattr(trainer.state.stage, "value", "train")
+        err = explain(exc, cfg, module.plain_net, stage, trainer.global_step)
+        if err is None:
+            raise
+        raise err from exc
     finally:
         for lg in loggers:
             lg.finalize(status)

@@ -1,0 +1,119 @@
+"""Faults of the third round: out of memory, an overflowing learning rate, data mistakes before the
+loggers start, a run resumed at its end, and what Lightning prints beside our own lines."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from pspl_lightning.cli import preflight
+from pspl_lightning.cli.failures import EXIT_USER_ERROR, expected_failure, failure_line
+from pspl_lightning.cli.runtime_errors import OutOfMemory
+from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError, DataError, UserError
+from tests.conftest import TINY, compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.25 GiB of "
+            "which 3.10 GiB is free.")
+CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+           "tried to allocate 26214400000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+class RaiseAt(Callback):
+    """Raises ``torch.OutOfMemoryError`` (``cuda=True``) or the CPU allocator's RuntimeError at the start of
+    the training batch of global step ``step`` (what a too large batch does on that device)."""
+
+    def __init__(self, step: int, cuda: bool) -> None:
+        self.step, self.cuda = step, cuda
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise torch.OutOfMemoryError(CUDA_OOM) if self.cuda else RuntimeError(CPU_OOM)
+
+
+def _cfg(root: Path, sample_root: Path, *overrides: str):
+    return compose_config("train", [*TINY, f"data.root={sample_root}", *overrides], root)
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_it_is_made(sample_root: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``data.batch_size=100000`` on the sample set: refused with the sizes before the trainer, the loggers
+    and the loader exist (it used to build 6 GB of patches, then fail in the first convolution)."""
+    limit = [25_300_000_000]
+    monkeypatch.setattr(preflight, "memory_limit", lambda accelerator: (limit[0], "this machine's memory"))
+    import pspl_lightning.cli.build as build
+
+    monkeypatch.setattr(build, "build_trainer", lambda *a, **k: pytest.fail("the trainer was built"))
+    cfg = _cfg(tmp_path, sample_root, "data.batch_size=100000", "model.n_feats=64")
+    with pytest.raises(ConfigError) as err:
+        train(cfg)
+    # EDSR's largest activation for a 32 x 32 LR patch: the upsampler's 4 x 64 channels, in float32
+    assert str(err.value) == (
+        "data.batch_size=100000 does not fit in memory: a batch of 100000 HR patches of 32 pixels "
+        "(data.patch_size, x2) through EDSR at trainer.precision=32-true needs more than 26.5 GB (its "
+        "largest activation alone, 256 x 16 x 16 per patch, takes 26.2 GB), and this machine's memory is "
+        "25.3 GB: lower data.batch_size (or data.patch_size), or train with trainer.precision=bf16-mixed")
+    assert failure_line(err.value)[1] == EXIT_USER_ERROR
+    half = _cfg(tmp_path, sample_root, "data.batch_size=100000", "model.n_feats=64",
+                "trainer.precision=bf16-mixed")
+    half_net = build.build_module(half).plain_net
+    preflight.check_memory(half, half_net)  # 2 bytes an activation: 13.4 GB fit in 25.3
+    limit[0] = 10_000_000_000
+    with pytest.raises(ConfigError, match=r"at trainer.precision=bf16-mixed needs more than 13.4 GB .* "
+                                          r"13.1 GB\), and this machine's memory is 10.0 GB: lower "
+                                          r"data.batch_size \(or data.patch_size\)$"):
+        preflight.check_memory(half, half_net)
+    ok = _cfg(tmp_path, sample_root, "data.batch_size=30000", "model.n_feats=64")
+    preflight.check_memory(ok, build.build_module(ok).plain_net)  # 8.0 GB: not refused
+
+
+# TINY EDSR x2: head, 2 convs of the resblock and the body's last, upsampler, tail, the two mean shifts
+PARAMS = 3 * 8 * 9 + 8 + 3 * (8 * 8 * 9 + 8) + 8 * 32 * 9 + 32 + 8 * 3 * 9 + 3 + 2 * (3 * 3 + 3)
+
+
+@pytest.mark.parametrize(("cuda", "asked"), [(True, "20.00 GiB"), (False, "26.2 GB")])
+def test_out_of_memory_in_training_is_one_line(sample_root: Path, tmp_path: Path, cuda: bool,
+                                               asked: str) -> None:
+    cfg = _cfg(tmp_path, sample_root, f"+callbacks.oom._target_={__name__}.RaiseAt", "+callbacks.oom.step=1",
+               f"+callbacks.oom.cuda={cuda}")
+    with pytest.raises(OutOfMemory) as err:
+        train(cfg)
+    assert str(err.value) == (
+        f"Out of memory at step 1 (train): it tried to allocate {asked} with data.batch_size=4, "
+        f"data.patch_size=32 (x2), EDSR ({PARAMS:,} parameters), trainer.precision=32-true: lower "
+        f"data.batch_size or data.patch_size, or use trainer.precision=bf16-mixed")
+    assert isinstance(err.value, UserError) and expected_failure(err.value) is err.value
+    assert failure_line(err.value) == (str(err.value), EXIT_USER_ERROR)
+
+
+def test_an_overflowing_learning_rate_is_one_line(sample_root: Path, tmp_path: Path) -> None:
+    """Adam's update with lr 1e38 (its step size lr / (1 - beta1) passes float32's 3.4e38)."""
+    with pytest.raises(UserError, match=r"^optimizer.lr=1e\+38 overflows float32 in the optimizer's update "
+                                        r"at step 0 \(.*without overflow.*\): use a smaller learning rate"):
+        train(_cfg(tmp_path, sample_root, "optimizer.lr=1e38"))
+
+
+@pytest.mark.parametrize("mistake", ["data.patch_size=1024", "data=div2k"])
+def test_a_data_mistake_starts_no_logger(sample_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         mistake: str) -> None:
+    """With the default W&B logger (offline): the data is checked before any logger starts, so no W&B run is
+    made (it printed ~16 lines before the error) and the run folder stays empty (the entry point removes
+    it); before, ``wandb/offline-run-*`` and ``csv/`` were left behind."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (tmp_path / "empty").mkdir()
+    root = tmp_path / "empty" if mistake == "data=div2k" else sample_root
+    cfg = compose_config("train", [*TINY, "logger=[wandb,csv]", mistake, f"data.root={root}"], tmp_path)
+    with pytest.raises(DataError, match="smaller than the LR patch of 512" if "patch" in mistake else
+                       "DIV2K_train_HR does not exist"):
+        train(cfg)
+    assert list(Path(cfg.paths.output_dir).iterdir()) == []
+    wandb = sys.modules.get("wandb")
+    assert wandb is None or wandb.run is None
