@@ -1,4 +1,5 @@
-"""The LightningModule: an SR network trained with any pixel loss (PSPL or plain), built from configs."""
+"""The LightningModule: an SR network trained with any pixel loss (paced, such as PSPL, or plain), built
+from configs."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from pspl_lightning.callbacks.guards import refuse_nonfinite_checkpoint
-from pspl_lightning.callbacks.pace import PSPLPace
+from pspl_lightning.callbacks.pace import Pace
 from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.fast_paths import prepare_network
-from pspl_lightning.losses.pspl import PSPLLoss
+from pspl_lightning.loop_state import align_logged_step
+from pspl_lightning.losses.paced import PacedLoss
 from pspl_lightning.metrics import PSNR, SSIM
 
 log = logging.getLogger("pspl_lightning")
@@ -88,8 +90,9 @@ class SRModule(L.LightningModule):
         return self.net(lr)
 
     def configure_callbacks(self) -> list[Callback]:
-        """A PSPL loss cannot work without its pace: the module attaches it, whatever the callbacks config."""
-        return [PSPLPace()] if isinstance(self.loss, PSPLLoss) else []
+        """A paced loss (``sigma_at`` and ``loss_and_weights``, e.g. PSPL) gets its pace callback whatever
+        the callbacks config says: the check of sigma over the run and its logging."""
+        return [Pace()] if isinstance(self.loss, PacedLoss) else []
 
     @staticmethod
     def to_float(batch: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -97,30 +100,29 @@ class SRModule(L.LightningModule):
         return tuple(t.float().div_(255.0) if t.dtype == torch.uint8 else t for t in batch)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        # Loggers write each metric at Lightning's `_batches_that_stepped`, which equals the global step
-        # before every batch of a run, but which Lightning restores one or two steps off when a run resumes
-        # from a checkpoint saved at a batch end or after a validation (seen with the CSV logger). Resetting
-        # it here makes a resumed run log every metric at the step the uninterrupted run logs it at.
-        self.trainer.fit_loop.epoch_loop._batches_that_stepped = self.trainer.global_step
+        align_logged_step(self.trainer)  # a resumed run logs at the steps the uninterrupted run logs at
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         lr, hr = self.to_float(batch[:2])
         sr = self.net(lr)
-        if isinstance(self.loss, PSPLLoss):
-            loss, weights = self.loss.loss_and_weights(sr, hr)
+        pace: dict[str, Any] = {}  # a paced loss's sigma and weight map, for the callbacks
+        if isinstance(self.loss, PacedLoss):
+            pace["sigma"] = self.loss.sigma_at(self.global_step)  # trainer.global_step: exact on resume
+            loss, pace["weights"] = self.loss.loss_and_weights(sr, hr, pace["sigma"])
         else:
-            loss, weights = self.loss(sr, hr), None
+            loss = self.loss(sr, hr)
         # Agreed across ranks (a rank that skipped alone would hang DDP); one host sync per step.
         finite = bool(torch.isfinite(loss))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
             self._non_finite(loss if not finite else None)  # stops the run unless on_nonfinite=skip
-            return self._skipped_batch()
+            pace.pop("weights", None)  # sigma moves on; a skipped batch's weights are not shown
+            return {**self._skipped_batch(), **pace}
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])  # the rate this step uses
         with torch.no_grad():  # plain L1 as a yardstick comparable across losses
             self.log("train/l1", (sr.detach().float() - hr.float()).abs().mean())
-        # the callbacks (pace statistics, image panel) read the weight map from the step's outputs
-        return {"loss": loss} if weights is None else {"loss": loss, "weights": weights}
+        # the callbacks (pace statistics, image panel) read sigma and the weight map from the step's outputs
+        return {"loss": loss, **pace}
 
     def _non_finite(self, loss: Tensor | None) -> None:
         """Log the skip, or stop the run, for a non-finite loss: ``loss`` is this rank's, None where

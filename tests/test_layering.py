@@ -118,3 +118,17 @@ def test_warm_start_reads_files_through_the_one_reader() -> None:
     helpers = {n.name for n in ast.parse(MODULES["pspl_lightning.imresize"].read_text()).body
                if isinstance(n, ast.FunctionDef)}
     assert {"imresize", "make_lr", "modcrop"} <= helpers  # the MATLAB resize lives in imresize.py
+
+
+def _attributes_read(module: str) -> set[str]:
+    """Every ``x.name`` attribute (read or written) in ``module``'s source."""
+    tree = ast.parse(MODULES[module].read_text())
+    return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+def test_lightning_loop_state_is_touched_in_one_module() -> None:
+    """``fit_loop`` (and through it the loop's counters) is named in ``loop_state.py`` alone (DECISIONS.md,
+    "Lightning's loop state in one module")."""
+    touching = sorted(m for m in MODULES if "fit_loop" in _attributes_read(m))
+    assert touching == ["pspl_lightning.loop_state"]
+    assert {"_batches_that_stepped", "batch_progress", "epoch_progress"} <= _attributes_read(touching[0])

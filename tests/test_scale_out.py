@@ -119,7 +119,7 @@ def test_wandb_offline_run_holds_images_and_metrics(train_cfg, tmp_path: Path,
     assert summary["final/val/psnr_y"] == pytest.approx(metrics["val/psnr_y"])
     assert summary["pspl/sigma"] == pytest.approx(0.4)  # (3 + 1) / 10: the last step's sigma
     assert {"train/loss", "train/l1", "train/lr", "pspl/weight_mean", "val/ssim_y"} <= set(summary)
-    assert summary["train/panel"]["captions"] == ["LR | SR | HR | PSPL weight"]
+    assert summary["train/panel"]["captions"] == ["LR | SR | HR | weight"]
     assert record["config"]["loss"]["alpha"] == 1.0 and record["config"]["model"]["n_feats"] == 8
     assert "trainer.max_steps=4" in record["name"]
 

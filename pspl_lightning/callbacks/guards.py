@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pspl_lightning.errors import TrainingDiverged
+from pspl_lightning.loop_state import close_finished_epoch
 
 log = logging.getLogger("pspl_lightning")
 
@@ -62,19 +63,6 @@ class LastCheckpoint(Callback):
             close_finished_epoch(trainer)
             self._save(trainer)
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
-
-
-def close_finished_epoch(trainer: L.Trainer) -> None:
-    """Zero the batch counter of an epoch that has fully ended, as the next epoch's start would.
-
-    Lightning raises ``SIGTERMException`` for a signal seen in an epoch's last batch only after the epoch
-    has ended (``FitLoop.on_advance_end``), with the batch counter still at the epoch's length. Restored from
-    such a checkpoint, Lightning takes the next epoch as already run and skips its batches, so the resumed run
-    trains on other data than the uninterrupted one (tests/test_faults.py, the epoch-end case).
-    """
-    epochs = trainer.fit_loop.epoch_progress.current
-    if epochs.completed == epochs.ready:  # no epoch in progress: the last one closed, the next not begun
-        trainer.fit_loop.epoch_loop.batch_progress.reset_on_run()
 
 
 def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:

@@ -1,4 +1,4 @@
-"""A panel of LR / SR / HR crops and the PSPL weight map, logged every N steps on rank 0."""
+"""A panel of LR / SR / HR crops and a paced loss's weight map, logged every N steps on rank 0."""
 
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ class ImagePanelLogger(Callback):
     """Every ``every_n_steps`` optimizer steps, rank 0 logs rows of [LR (nearest-upscaled), SR, HR, weights].
 
     Goes to every logger that takes images (W&B ``log_image``, TensorBoard ``add_image``); with
-    ``save_dir`` set the panels are also written there as PNG. The weight-map column shows which pixels
-    the PSPL pace favours at that step (bright = weight near max_weight).
+    ``save_dir`` set the panels are also written there as PNG. With a paced loss (e.g. PSPL) the weight-map
+    column shows which pixels the pace favours at that step (bright = weight near the loss's
+    ``max_weight``, 1 for a loss without one).
     """
 
     def __init__(self, every_n_steps: int = 1000, num_images: int = 4, save_dir: str | None = None) -> None:
@@ -45,7 +46,7 @@ class ImagePanelLogger(Callback):
     @torch.no_grad()
     def panel(self, pl_module: L.LightningModule, batch: Any,
               weights: torch.Tensor | None = None) -> tuple[np.ndarray, str]:
-        """The image grid for the first ``num_images`` samples of ``batch`` (with the step's PSPL
+        """The image grid for the first ``num_images`` samples of ``batch`` (with the step's paced-loss
         ``weights`` when given), and its caption."""
         lr, hr = pl_module.to_float(batch)
         lr, hr = lr[: self.num_images], hr[: self.num_images]
@@ -61,7 +62,7 @@ class ImagePanelLogger(Callback):
             if weights is not None and weights.shape[0] > i:
                 cols.append(heat_map(weights[i], max_weight))
             rows.append(np.concatenate(cols, axis=1))
-        caption = "LR | SR | HR | PSPL weight" if weights is not None else "LR | SR | HR"
+        caption = "LR | SR | HR | weight" if weights is not None else "LR | SR | HR"
         return np.concatenate(rows, axis=0), caption
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

@@ -49,10 +49,11 @@ def check_train_config(cfg: DictConfig) -> None:
     if model_scale != scale:
         raise ConfigError(f"model.scale={model_scale} differs from data.scale={scale}: leave model.scale at "
                           f"its default (${{data.scale}})")
-    if str(cfg.loss.get("_target_", "")).endswith("PSPLLoss"):
-        alpha, beta, unit = cfg.loss.alpha, cfg.loss.beta, cfg.loss.step_unit
-        if _is_number(alpha) and _is_number(beta) and _is_int(unit):  # else PSPLLoss names the bad key
-            check_pace(alpha, beta, unit, max_steps)
+    # A loss on the linear pace (pace.py: loss.alpha, loss.beta, loss.step_unit; PSPL's) is checked here,
+    # before the heavy imports; any paced loss is checked again by the pace callback when fitting starts.
+    alpha, beta, unit = (cfg.loss.get(key) for key in ("alpha", "beta", "step_unit"))
+    if _is_number(alpha) and _is_number(beta) and _is_int(unit):  # else the loss names the bad key
+        check_pace(alpha, beta, unit, max_steps)
     _check_milestones(list(cfg.schedule.get("lr_milestones") or []), max_steps)
     _check_init_from(cfg)
     root = cfg.data.get("root")

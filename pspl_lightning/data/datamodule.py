@@ -39,9 +39,10 @@ from pspl_lightning.data.hr_images import image_keys, load_hr_images, mapped_hr_
 from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
-from pspl_lightning.data.sampling import LazyStartDataLoader, ResumableRandomSampler, ShardSampler
+from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
 from pspl_lightning.degradations.base import Degradation, resolve_degradation
 from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError
+from pspl_lightning.loop_state import LazyStartDataLoader, batches_done_in_epoch
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,8 @@ class PairedSRDataModule(L.LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def _batches_consumed(self) -> int:
-        """Batches of the current epoch the trainer has completed: where a (resumed) epoch's stream starts.
-
-        Lightning restores this counter from the checkpoint, so it is right after a resume too."""
-        trainer = self.trainer
-        return trainer.fit_loop.epoch_loop.batch_progress.current.completed if trainer is not None else 0
+        """Batches of the current epoch the trainer has completed: where a (resumed) epoch's stream starts."""
+        return batches_done_in_epoch(self.trainer)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled patches from a :class:`ResumableRandomSampler`: one shard per DDP rank, and a stream

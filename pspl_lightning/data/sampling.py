@@ -10,10 +10,9 @@ with any number of dataloader workers, and no RNG or sampler state has to be sto
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 
 from pspl_lightning.errors import DataError
 
@@ -25,7 +24,8 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
 
     The epoch is the one the trainer sets with :meth:`set_epoch`; ``position_fn`` returns how many batches
     of that epoch the trainer has already completed (0 for a fresh epoch, more when a run resumes
-    mid-epoch), read when an iteration starts (through :class:`LazyStartDataLoader`: at its first batch).
+    mid-epoch), read when an iteration starts (through
+    :class:`~pspl_lightning.loop_state.LazyStartDataLoader`: at its first batch).
     ``batches_multiple_of`` (the gradient accumulation) trims each epoch to whole optimizer steps.
     """
 
@@ -71,32 +71,6 @@ class ResumableRandomSampler(Sampler[tuple[int, int]]):
         items, seeds = self.epoch_order(self.epoch)
         for i in range(offset * self.batch_size, len(self)):
             yield int(items[i]), int(seeds[i])
-
-
-class LazyStartDataLoader(DataLoader):
-    """A DataLoader whose iterator starts at its first batch, not when it is made.
-
-    With workers, ``iter(DataLoader)`` draws its first indices from the sampler at once. Lightning makes a
-    resumed run's iterator before it sets the sampler's epoch and settles its batch counters, so the
-    :class:`ResumableRandomSampler` would read a stale epoch and position there (without workers, indices
-    are drawn lazily and all was well). Started at the first ``next()``, in the epoch loop, it reads them
-    as they are meant to be, whatever the number of workers."""
-
-    def __iter__(self) -> Iterator[Any]:
-        return _LazyIterator(self)
-
-
-class _LazyIterator:
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader, self.iterator = loader, None
-
-    def __iter__(self) -> _LazyIterator:
-        return self
-
-    def __next__(self) -> Any:
-        if self.iterator is None:
-            self.iterator = DataLoader.__iter__(self.loader)
-        return next(self.iterator)
 
 
 PADDING = -1  # the index a shard is padded with: a batch to run through the loop but not to score

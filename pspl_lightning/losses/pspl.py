@@ -19,8 +19,9 @@ class PSPLLoss(nn.Module):
     """PSPL loss: ``base(sr * w, hr * w)`` with ``w = max_weight * exp(-((SSIM(hr, sr) + 1) / sigma)^2)``.
 
     The weights are detached (no gradient flows through the SSIM map) and computed per RGB channel.
-    ``sigma`` is set from outside before each step (the :class:`~pspl_lightning.callbacks.PSPLPace`
-    callback, from ``trainer.global_step``) or passed to :meth:`forward`.
+    A paced loss (:mod:`pspl_lightning.losses.paced`): in training, ``SRModule`` passes
+    ``sigma_at(trainer.global_step)`` to :meth:`loss_and_weights`; used alone, pass ``sigma`` or call
+    :meth:`set_step` first.
 
     ``ssim_mode="official"`` is the reference formula: SSIM on the images scaled to 0..255 with the [0, 1]
     constants C1 = 0.01^2, C2 = 0.03^2. Those constants are tiny against 0..255 variances, so in flat
@@ -84,6 +85,10 @@ class PSPLLoss(nn.Module):
         """Sigma this loss uses at optimizer step ``global_step``."""
         return pace_sigma(global_step, self.alpha, self.beta, self.step_unit)
 
+    def check_run(self, max_steps: int | None) -> None:
+        """Raise ``ConfigError`` naming ``loss.alpha``/``loss.beta`` if sigma is <= 0 within ``max_steps``."""
+        check_pace(self.alpha, self.beta, self.step_unit, max_steps)
+
     def set_step(self, global_step: int) -> float:
         """Set sigma for optimizer step ``global_step`` and return it."""
         self.sigma = self.sigma_at(global_step)
@@ -115,8 +120,7 @@ class PSPLLoss(nn.Module):
         """The loss and the detached weight map it used (for logging and the image panel)."""
         sigma = self.sigma if sigma is None else sigma
         if sigma is None:
-            raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or add the PSPLPace callback to the "
-                               "trainer")
+            raise RuntimeError("PSPLLoss.sigma is unset: pass sigma= or call set_step(global_step) first")
         w = self.weight_map(sr, hr, sigma)
         sr32, hr32 = sr.float(), hr.float()
         if self.base == "l1":  # |w sr - w hr| = w |sr - hr| since w >= 0: one product instead of two
