@@ -3,6 +3,7 @@ loggers start, a run resumed at its end, and what Lightning prints beside our ow
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,33 @@ def test_a_data_mistake_starts_no_logger(sample_root: Path, tmp_path: Path, monk
     assert list(Path(cfg.paths.output_dir).iterdir()) == []
     wandb = sys.modules.get("wandb")
     assert wandb is None or wandb.run is None
+
+
+def test_a_checkpoint_at_max_steps_given_as_ckpt_path_is_one_line(sample_root: Path, tmp_path: Path) -> None:
+    """It exited 0 with no validation, no checkpoint and no metrics.json in the new folder."""
+    done = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=2")
+    train(done)
+    last = Path(done.paths.output_dir) / "checkpoints" / "last.ckpt"
+    again = _cfg(tmp_path / "b", sample_root, "trainer.max_steps=2", f"ckpt_path={last}")
+    with pytest.raises(ConfigError, match=rf"^ckpt_path={last} is at step 2 and trainer.max_steps=2: nothing "
+                                          rf"is left to train; raise trainer.max_steps .* pspl-eval "
+                                          rf"ckpt={last}$"):
+        train(again)
+    assert not list(Path(again.paths.output_dir).iterdir())  # nothing written: the entry point removes it
+
+
+def test_lightnings_cloud_advert_is_not_printed(caplog: pytest.LogCaptureFixture) -> None:
+    from pspl_lightning.cli.lightning_notices import _DropAdvert, quiet_lightning
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    for installed in [f for f in rank_zero.filters if isinstance(f, _DropAdvert)]:  # by an earlier train()
+        rank_zero.removeFilter(installed)
+    with caplog.at_level(logging.INFO):
+        L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    assert any("litlogger" in r.getMessage() for r in caplog.records)  # what Lightning prints unfiltered
+    caplog.clear()
+    quiet_lightning()
+    with caplog.at_level(logging.INFO):
+        L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
+    assert not any("litlogger" in r.getMessage() for r in caplog.records)
+    assert any("GPU available" in r.getMessage() for r in caplog.records)  # its other lines stay

@@ -33,6 +33,21 @@ def check_data(datamodule: L.LightningDataModule, cfg: DictConfig) -> None:
     datamodule.setup("fit")
 
 
+def check_steps_left(ckpt_path: str, max_steps: int) -> None:
+    """A checkpoint given as ``ckpt_path`` that is already at ``trainer.max_steps``: Lightning would end the
+    fit at once, with no validation, no checkpoint and no ``metrics.json``; say so instead."""
+    try:  # mmap: the step without reading the weights
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except (RuntimeError, OSError, ValueError):
+        return  # not a zip checkpoint; Lightning's own reading reports what is wrong with it
+    step = int(state.get("global_step", 0)) if isinstance(state, dict) else 0
+    if max_steps > 0 and step >= max_steps:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is at step {step} and trainer.max_steps={max_steps}: nothing is left to "
+            f"train; raise trainer.max_steps to train on from it, or score it with "
+            f"pspl-eval ckpt={ckpt_path}")
+
+
 def memory_limit(accelerator: str) -> tuple[int, str] | None:
     """(bytes, what) of the memory a training batch lives in: the smallest visible GPU's, else this
     machine's RAM (or its container's limit, when lower); None where it cannot be read."""

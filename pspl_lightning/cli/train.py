@@ -13,13 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import (
-    EXIT_USER_ERROR,
-    expected_failure,
-    failure_line,
-    full_error_wanted,
-    refuse_moved_keys,
-)
+from pspl_lightning.cli.failures import EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
 from pspl_lightning.cli.run_folder import resolve_resume
@@ -38,9 +32,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from pspl_lightning.cli.build import build, build_module, build_trainer
-    from pspl_lightning.cli.preflight import check_data, check_memory
+    from pspl_lightning.cli.lightning_notices import quiet_lightning
+    from pspl_lightning.cli.preflight import check_data, check_memory, check_steps_left
     from pspl_lightning.cli.runtime_errors import explain
 
+    quiet_lightning()
+    if cfg.get("ckpt_path"):
+        check_steps_left(str(cfg.ckpt_path), int(cfg.trainer.max_steps))
     L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = build(cfg.data)
     module = build_module(cfg, datamodule.val_set_names, warm_start=ckpt_path is None)
@@ -86,24 +84,24 @@ def remove_unused_run_folder(folder: Path) -> None:
         shutil.rmtree(folder)
 
 
+def _after_failure(status: int) -> float | None:
+    """In a sweep, one failed job must not end the others: NaN marks it failed. Otherwise a mistake
+    leaves no run folder behind."""
+    if hydra_runtime()[0]:
+        return float("nan")
+    if status == EXIT_USER_ERROR:
+        remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@one_line_failures(after=_after_failure)
 def _hydra_main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
-        err = expected_failure(exc)
-        if err is None or full_error_wanted():
-            raise
-        line, status = failure_line(err)
-        log.error(line)
-        if hydra_runtime()[0]:  # in a sweep, one failed job must not end the others: NaN marks it failed
-            return float("nan")
-        if status == EXIT_USER_ERROR:
-            remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
-        sys.exit(status)
+    metrics = train(cfg)
     return metrics.get(str(cfg.optimized_metric))  # the objective a Hydra sweeper (Optuna) optimises
 
 
+@one_line_failures()
 def main() -> None:
     """Console entry point of ``pspl-train``."""
     refuse_moved_keys(sys.argv[1:])
