@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -38,3 +39,49 @@ def test_wandb_floor_has_what_the_tests_use() -> None:
     proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert "--summary" in proc.stdout and "--json" in proc.stdout
+
+
+def _pins(name: str) -> dict[str, str]:
+    """``requirements/<name>.txt`` as {package: version}."""
+    lines = (ROOT / "requirements" / f"{name}.txt").read_text().splitlines()
+    return dict(line.split("==") for line in (ln.split("#")[0].strip() for ln in lines) if "==" in line)
+
+
+def _tested_with() -> dict[str, tuple[str, str]]:
+    """README's "Tested with" table: {package: (oldest, newest)}."""
+    readme = (ROOT / "README.md").read_text()
+    head = "| package | oldest (`make test-oldest`) | newest (`make test`, CI) |"
+    assert head in readme, "README has no tested-versions table"
+    rows = readme.split(head, 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    return {name: (old.split()[0], new) for name, old, new in cells}
+
+
+def test_torch_stack_is_pinned_in_one_place_and_installed_first() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    setup = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    installs = [line for line in setup.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    assert "-r requirements/torch.txt" in installs[0]
+    assert not re.search(r"torch(vision)?==", makefile)  # the versions live in requirements/ only
+    assert _pins("torch") == {"torch": "2.14.1", "torchvision": "0.29.1"}
+
+
+def test_readme_table_is_the_pinned_stacks_and_pyproject_floors() -> None:
+    table, oldest, newest = _tested_with(), _pins("oldest"), _pins("torch")
+    for name, version_ in oldest.items():
+        assert table[name][0] == version_, name
+        (requirement,) = [d for d in _project()["dependencies"] if re.match(rf"{name}\b", d)]
+        assert Version(re.search(r">=\s*([\w.]+)", requirement).group(1)) == Version(version_), name
+        assert "<" not in requirement, f"{requirement}: no upper caps"
+    for name, version_ in newest.items():
+        assert table[name][1] == version_, name
+
+
+def test_this_environment_is_one_of_the_tested_stacks() -> None:
+    """The suite runs on a column of the table: newest (make test, CI) or oldest (make test-oldest)."""
+    table = _tested_with()
+    installed = {name: version(name) for name in table if name != "torchvision" or
+                 importlib.util.find_spec("torchvision")}
+    installed["torch"] = installed["torch"].split("+")[0]
+    column = 0 if installed["torch"] == table["torch"][0] else 1
+    assert installed == {k: table[k][column] for k in installed}
