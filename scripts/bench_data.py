@@ -7,6 +7,12 @@ batch of HR patches, on the CPU and, where CUDA is present, on the GPU; the CPU-
 the DataLoader workers during training) are timed on their own.
 
     python scripts/bench_data.py [--images 4] [--workers 2] [--seconds 5] [--synthesis-only]
+    python scripts/bench_data.py --stream [--images 8] [--seconds 2] [--repeats 5]
+
+``--stream`` compares, in one process, HR-only patches (the degradation-on-device path) streamed from litdata
+chunks (``pspl-data optimize``, both formats: decoded uint8 and PNG) with the decoded cache's: optimize time,
+size on disk, patches per second; its JSON holds ``stream_vs_cache``, the median over ``--repeats``
+alternating measurements of (uint8 stream patches/s) / (cache patches/s).
 
 Prints tables, then (last line) one JSON object: ``patches_per_s`` per loader and mode,
 ``speedup_vs_whole_array``, ``synthesis_batches_per_s`` per device and degradation (draw + apply, one
@@ -75,6 +81,60 @@ def patches_per_second(loader: DataLoader, seconds: float, min_batches: int = 2)
             return n / elapsed
 
 
+def hr_patches_per_second(loader: DataLoader, seconds: float) -> float:
+    """Patches/s of an HR-only loader (``HRBatch`` items) after one warm-up batch, over >= ``seconds``."""
+    it = iter(loader)
+    next(it)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or n == 0:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        n += batch.hr.shape[0]
+    return n / (time.perf_counter() - start)
+
+
+def stream_vs_cache(images: int, size: tuple[int, int], patch: int, scale: int, batch: int, seconds: float,
+                    repeats: int, work: Path) -> dict:
+    """Optimize a DIV2K-like folder into litdata chunks (uint8 and PNG) and time, in this process, patches
+    from those chunks against patches from the decoded cache (same images, sampler, degradation draws)."""
+    from pspl_lightning.data import FolderDataModule
+    from pspl_lightning.data.optimize import optimize_folder
+    from pspl_lightning.data.stream import StreamDataModule
+
+    root = make_div2k_folder(work / "DIV2K", range(1, images + 1), range(801, 802), size=size, with_lr=False)
+    hr_dir = root / "DIV2K_train_HR"
+    png_bytes = sum(f.stat().st_size for f in hr_dir.iterdir())
+    common = {"scale": scale, "patch_size": patch, "batch_size": batch, "repeat": 20, "num_workers": 0,
+              "pin_memory": False, "progress": False, "degradation": BlurDown(scale),
+              "val_hr_dir": str(root / "DIV2K_valid_HR")}
+    report: dict = {"source_png_bytes": png_bytes, "optimize_s": {}, "chunk_bytes": {},
+                    "stream_patches_per_s": {}}
+    streams = {}
+    for fmt in ("uint8", "png"):
+        result = optimize_folder(hr_dir, str(work / f"lit_{fmt}"), workers=min(4, images), fmt=fmt,
+                                 progress=False)
+        report["optimize_s"][fmt], report["chunk_bytes"][fmt] = round(result.seconds, 2), result.bytes_on_disk
+        dm = StreamDataModule(input_dir=str(work / f"lit_{fmt}"), **common)
+        dm.setup("fit")
+        streams[fmt] = dm.train_dataloader()
+    cache_dm = FolderDataModule(hr_dir=str(hr_dir), cache_dir=str(work / "cache"), **common)
+    cache_dm.prepare_data()
+    cache_dm.setup("fit")
+    cache = cache_dm.train_dataloader()
+    report["stream_patches_per_s"]["png"] = round(hr_patches_per_second(streams["png"], seconds), 1)
+    cache_rates, stream_rates = [], []
+    for _ in range(repeats):  # alternating, so that a change in the machine's load hits both alike
+        cache_rates.append(hr_patches_per_second(cache, seconds))
+        stream_rates.append(hr_patches_per_second(streams["uint8"], seconds))
+    report["stream_patches_per_s"]["uint8"] = round(float(np.median(stream_rates)), 1)
+    report["cache_patches_per_s"] = round(float(np.median(cache_rates)), 1)
+    report["stream_vs_cache"] = round(float(np.median(np.array(stream_rates) / np.array(cache_rates))), 3)
+    return report
+
+
 def _timed(fn, seconds: float, sync, min_calls: int = 3) -> float:
     """Median seconds per call of ``fn`` over >= ``seconds`` (after one warm-up call)."""
     fn()
@@ -127,8 +187,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per loader and mode")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--synthesis-only", action="store_true", help="only the on-device synthesis rows")
+    parser.add_argument("--stream", action="store_true", help="only litdata streaming vs the decoded cache")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating measurements for --stream")
     args = parser.parse_args(argv)
     h, w = (int(v) for v in args.size.lower().split("x"))
+    if args.stream:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            report = stream_vs_cache(args.images, (h, w), args.patch, args.scale, args.batch, args.seconds,
+                                     args.repeats, Path(tmp))
+        print(f"\n{args.images} DIV2K-like {w}x{h} images ({report['source_png_bytes'] / 1e6:.1f} MB PNG), "
+              f"HR patch {args.patch}, batch {args.batch}, one process; patches per second")
+        print(f"{'source':<22}{'on disk MB':>12}{'optimize s':>12}{'patches/s':>12}")
+        for fmt in ("uint8", "png"):
+            print(f"{'litdata ' + fmt:<22}{report['chunk_bytes'][fmt] / 1e6:>12.1f}"
+                  f"{report['optimize_s'][fmt]:>12.1f}{report['stream_patches_per_s'][fmt]:>12.0f}")
+        print(f"{'decoded cache':<22}{'':>12}{'':>12}{report['cache_patches_per_s']:>12.0f}")
+        print(f"stream_vs_cache (uint8 stream / cache, median of {args.repeats}): "
+              f"{report['stream_vs_cache']}")
+        report["config"] = {"images": args.images, "size": [h, w], "patch": args.patch, "scale": args.scale,
+                            "batch": args.batch, "repeats": args.repeats, "cpus": os.cpu_count()}
+        print(json.dumps(report))
+        return report
     rates, draw_ms = synthesis(args.batch, args.patch, args.scale, args.seconds)
     print(f"\nLR synthesis, batch {args.batch} of HR {args.patch}x{args.patch}, x{args.scale}; batches per "
           f"second (CPU: one thread; draws: CPU ms per batch, made in the loader workers when training)")

@@ -69,11 +69,11 @@ def stream_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (root / "HR" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     write_png(root / "val" / "img3.png", _image(3))
     out, err = io.StringIO(), io.StringIO()
-    start_method = multiprocessing.get_start_method(allow_none=True)
+    start_method = multiprocessing.get_start_method()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         data_main(["optimize", f"input={root / 'HR'}", f"output={root / 'lit'}", "workers=2"])
     # litdata switches the process to spawn; optimize puts it back (loader workers stay forked, and fast)
-    assert multiprocessing.get_start_method(allow_none=True) == start_method
+    assert multiprocessing.get_start_method() == start_method
     return {"root": root, "lit": root / "lit", "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pspl_lightning.data.datamodule import PairedSRDataModule, _folder_pairs
+from pspl_lightning.data.datamodule import PairedSRDataModule
 from pspl_lightning.data.datasets import HRPatchDataset, collate_patches
 from pspl_lightning.data.hr_images import modcropped_size
+from pspl_lightning.data.layouts import folder_pairs
 from pspl_lightning.data.optimize import SIDECAR, check_reachable, decode_item, is_remote, require_litdata
 from pspl_lightning.data.pairs import PathPair
 from pspl_lightning.data.sampling import _SEED_STRIDE, ResumableRandomSampler
@@ -144,13 +145,14 @@ class GroupedStreamSampler(ResumableRandomSampler):
 class StreamDataModule(PairedSRDataModule):
     """Trains on HR images written by ``pspl-data optimize`` to ``input_dir`` (a folder or ``s3://...``),
     streamed through litdata; validates on ``val_hr_dir`` (set ``val``) and benchmark sets. Training batches
-    are HR only; the ``degradation`` (bicubic when none) makes the LR images on the device."""
+    are HR only; the ``degradation`` (bicubic when none) makes the LR images on the device. Relative local
+    folders are taken under ``root``."""
 
     own_val_set = "val"
 
     def __init__(self, input_dir: str, val_hr_dir: str | None = None, val_lr_dir: str | None = None,
                  max_cache_size: int | str = "50GB", stream_cache_dir: str | None = None,
-                 group_images: int = 8, **kwargs: Any) -> None:
+                 group_images: int = 8, root: str | None = None, **kwargs: Any) -> None:
         require_litdata()
         super().__init__(**kwargs)
         if not (isinstance(group_images, int) and not isinstance(group_images, bool) and group_images >= 1):
@@ -158,8 +160,12 @@ class StreamDataModule(PairedSRDataModule):
         if not input_dir:
             raise ConfigError("data.input_dir is not set: give the folder (or s3://...) that pspl-data "
                               "optimize wrote")
-        self.input_dir = str(input_dir) if is_remote(str(input_dir)) else str(Path(input_dir).expanduser())
-        self.val_hr_dir, self.val_lr_dir = val_hr_dir, val_lr_dir
+
+        def under_root(folder: str | None) -> str | None:
+            return None if folder is None else str(Path(root or ".").expanduser() / Path(folder).expanduser())
+
+        self.input_dir = str(input_dir) if is_remote(str(input_dir)) else under_root(str(input_dir))
+        self.val_hr_dir, self.val_lr_dir = under_root(val_hr_dir), under_root(val_lr_dir)
         self.max_cache_size, self.stream_cache_dir = max_cache_size, stream_cache_dir
         self.group_images = group_images
         if self.degradation is None:  # HR-only batches need a degradation for their LR: MATLAB bicubic
@@ -175,7 +181,7 @@ class StreamDataModule(PairedSRDataModule):
                 "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
                 "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
             )
-        return _folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")
+        return folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")
 
     def _open_index(self) -> list[int]:
         """Items per chunk; a remote index is fetched by litdata into its cache first."""
