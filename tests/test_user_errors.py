@@ -68,6 +68,7 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
     cases["rank_error"] = ("train", [*spawned, *cases["div2k_layout"][1]], False)
     cases["unknown_key"] = ("train", ["data.no_such_key=1"], False)
     cases["moved_key"] = ("train", ["model.init_from=/runs/x2/last.ckpt"], False)
+    cases["data_layout"] = ("data", ["prepare", "data=div2k", f"data.root={root / 'empty'}"], False)
     if torch.cuda.is_available():  # there the GPU trainer is no mistake: it would train
         del cases["gpu_trainer"]
     return cases
@@ -131,6 +132,14 @@ def test_hydra_rejects_an_unknown_key_with_status_1(mistakes) -> None:
     assert "Could not override 'data.no_such_key'" in proc.stdout and "Traceback" not in proc.stdout
 
 
+def test_every_entry_point_says_a_mistake_the_same_way(mistakes) -> None:
+    """pspl-data prepare finds the DIV2K layout mistake in the line pspl-train gives for it."""
+    _assert_one_line(mistakes[1]["data_layout"], "does not exist", "expected the DIV2K layout")
+    lines = [next(ln for ln in mistakes[1][case].stdout.splitlines() if "DIV2K folder" in ln)
+             for case in ("div2k_layout", "data_layout")]
+    assert lines[0] == lines[1] and lines[0].startswith("DIV2K folder"), lines
+
+
 def test_a_moved_key_names_its_new_place(mistakes) -> None:
     _assert_one_line(mistakes[1]["moved_key"], "model.init_from moved: use init_from=<file>")
     _no_run_folder(mistakes, "moved_key")
@@ -168,6 +177,8 @@ def test_cli_exits_3_on_divergence(mistakes) -> None:
     assert proc.returncode == 3, proc.stdout[-3000:]
     assert "Training stopped: non-finite training loss nan at step 1; stopped" in proc.stdout
     assert "Traceback" not in proc.stdout
+    (run,) = (mistakes[0] / "diverged" / "outputs" / "train" / "runs").iterdir()  # kept, with the line
+    assert "Training stopped: non-finite training loss nan at step 1" in (run / "train.log").read_text()
 
 
 def test_errors_found_through_their_wrappers() -> None:

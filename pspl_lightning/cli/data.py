@@ -27,10 +27,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from hydra.utils import instantiate
 
-from pspl_lightning.cli.failures import expected_failure, full_error_wanted
+from pspl_lightning.cli.failures import expected_failure, one_line_failures
 from pspl_lightning.cli.hydra_setup import config_dir, project_root
 from pspl_lightning.data.io import list_images, read_image, write_png
-from pspl_lightning.errors import ConfigError, DataNotFoundError, UserError
+from pspl_lightning.errors import ConfigError, DataNotFoundError
 from pspl_lightning.imresize import make_lr
 
 log = logging.getLogger("pspl_lightning")
@@ -152,6 +152,7 @@ def _hydra_message(exc: HydraException) -> str:
     return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+@one_line_failures()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of ``pspl-data``."""
     parser = argparse.ArgumentParser(prog="pspl-data", description=__doc__,
@@ -181,17 +182,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             written, kept = make_lr_folder(args.hr_dir, args.out_dir, args.scale)
             print(f"wrote {written} LR images under {args.out_dir}, kept {kept} that existed")
-    except HydraException as exc:
-        if isinstance(expected_failure(exc), UserError):  # a constructor's check, wrapped by instantiate
-            print(f"pspl-data: error: {expected_failure(exc)}", file=sys.stderr)
-        else:
-            print(f"pspl-data: error: {_hydra_message(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as exc:
-        if not isinstance(expected_failure(exc), UserError) or full_error_wanted():
-            raise
-        print(f"pspl-data: error: {expected_failure(exc)}", file=sys.stderr)
-        sys.exit(2)
+    except HydraException as exc:  # composing the overrides: Hydra's message is the user's line
+        if expected_failure(exc) is None:
+            raise ConfigError(_hydra_message(exc)) from None
+        raise  # a constructor's check, wrapped by instantiate
 
 
 if __name__ == "__main__":

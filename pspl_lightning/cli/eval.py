@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pspl_lightning.cli.common import asked_model
-from pspl_lightning.cli.failures import exit_on_user_error
+from pspl_lightning.cli.failures import one_line_failures
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.benchmarks import find_set_dir
 from pspl_lightning.data.degrade import degradation_from_config, set_files
@@ -123,12 +123,9 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
+@one_line_failures()
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except Exception as exc:
-        exit_on_user_error(exc)  # one line and status 2 for a user's mistake; anything else is raised
-        raise
+    evaluate(cfg)
 
 
 def main() -> None:

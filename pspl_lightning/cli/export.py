@@ -7,7 +7,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from pspl_lightning.cli.failures import exit_on_user_error
+from pspl_lightning.cli.failures import one_line_failures
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.export import ExportResult, export_model
 
@@ -24,12 +24,9 @@ def export(cfg: DictConfig) -> ExportResult:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
+@one_line_failures()
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        export(cfg)
-    except Exception as exc:
-        exit_on_user_error(exc)  # one line and status 2 for a user's mistake; anything else is raised
-        raise
+    export(cfg)
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
-"""How an entry point ends on an expected failure: one line for the user and an exit status.
+"""How every entry point ends on an expected failure: one line for the user and an exit status.
 
-A :class:`~pspl_lightning.errors.UserError` may reach the entry point wrapped: by Hydra's instantiate
+Every ``pspl-*`` command wraps its work in :func:`one_line_failures`: a user's mistake ends it with one line
+on stderr and status 2, a diverged run with status 3, SIGTERM with 143. A
+:class:`~pspl_lightning.errors.UserError` may reach the entry point wrapped: by Hydra's instantiate
 (``InstantiationException``), as the context of another exception, or as the text of a traceback from a
 spawned DDP rank (``ProcessRaisedException`` carries no exception object). Everything else is a bug and
 keeps its traceback; ``HYDRA_FULL_ERROR=1`` shows the full traceback of anything.
@@ -8,16 +10,19 @@ keeps its traceback; ``HYDRA_FULL_ERROR=1`` shows the full traceback of anything
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pspl_lightning import errors
 from pspl_lightning.errors import ConfigError, TrainingDiverged, UserError
 
 log = logging.getLogger("pspl_lightning")
+F = TypeVar("F", bound=Callable[..., Any])
 
 # the last line of a spawned rank's traceback: "pspl_lightning.errors.DataError: <message>"
 _RANK_ERROR = re.compile(r"^pspl_lightning\.[\w.]+\.(\w+): (.+)$", re.MULTILINE)
@@ -68,19 +73,45 @@ def full_error_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def exit_on_user_error(exc: BaseException) -> None:
-    """For the evaluation and data tools: a user error ends the command with one line and status 2;
-    anything else (and everything under ``HYDRA_FULL_ERROR=1``) is re-raised by the caller."""
-    err = expected_failure(exc)
-    if isinstance(err, UserError) and not full_error_wanted():
-        log.error("%s", failure_line(err)[0])
-        sys.exit(EXIT_USER_ERROR)
+def say(line: str) -> None:
+    """The failure's line on stderr, and in the run's log file where Hydra keeps one (``train.log``)."""
+    print(line, file=sys.stderr, flush=True)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
+def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F], F]:
+    """Decorator of every entry point (its ``main`` and its Hydra task): an expected failure ends the
+    command with its one line (:func:`say`) and exit status; anything else, and everything under
+    ``HYDRA_FULL_ERROR=1``, keeps its traceback. ``after(status)`` runs before the exit; a value it returns
+    is returned instead of exiting (a failed job of a sweep, which must not end the others)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
+                err = expected_failure(exc)
+                if err is None or full_error_wanted():
+                    raise
+                line, status = failure_line(err)
+                say(line)
+                instead = after(status) if after is not None else None
+                if instead is not None:
+                    return instead
+                sys.exit(status)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def refuse_moved_keys(overrides: Sequence[str]) -> None:
-    """A command-line override of a key that moved ends the command with one line naming the new key."""
+    """A command-line override of a key that moved is refused with one line naming the new key."""
     for override in overrides:
         key = override.lstrip("+~").split("=", 1)[0]
         if key in MOVED_KEYS:
-            print(f"{key} moved: use {MOVED_KEYS[key]}", file=sys.stderr)
-            sys.exit(EXIT_USER_ERROR)
+            raise ConfigError(f"{key} moved: use {MOVED_KEYS[key]}")

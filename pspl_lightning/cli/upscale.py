@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import track
 
 from pspl_lightning.cli.common import asked_model
-from pspl_lightning.cli.failures import exit_on_user_error
+from pspl_lightning.cli.failures import one_line_failures
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.data.io import list_images, read_image, write_png
 from pspl_lightning.errors import ConfigError, DataNotFoundError, OutputExistsError
@@ -70,12 +70,9 @@ def upscale(cfg: DictConfig, console: Console | None = None) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="upscale")
+@one_line_failures()
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        upscale(cfg)
-    except Exception as exc:
-        exit_on_user_error(exc)  # one line and status 2 for a user's mistake; anything else is raised
-        raise
+    upscale(cfg)
 
 
 def main() -> None:
