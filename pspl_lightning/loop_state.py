@@ -29,17 +29,68 @@ def align_logged_step(trainer: L.Trainer) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
 
 
-def close_finished_epoch(trainer: L.Trainer) -> None:
-    """Zero the batch counter of an epoch that has fully ended, as the next epoch's start would.
+def close_finished_epoch(trainer: L.Trainer) -> bool:
+    """Zero the batch counter of an epoch whose batches all ran, once it has ended, as the next epoch's
+    start would; True if it did.
 
     Lightning raises ``SIGTERMException`` for a signal seen in an epoch's last batch only after the epoch
-    has ended (``FitLoop.on_advance_end``), with the batch counter still at the epoch's length. Restored from
-    such a checkpoint, Lightning takes the next epoch as already run and skips its batches, so the resumed run
-    trains on other data than the uninterrupted one (tests/test_faults.py, the epoch-end case).
+    has ended (``FitLoop.on_advance_end``), with the batch counter still at the epoch's length, and SLURM's
+    ``hpc_ckpt`` is written whenever its signal arrives, between two epochs too. Restored from such a
+    checkpoint, Lightning takes the next epoch as already run and skips its batches, so the resumed run
+    trains on other data than the uninterrupted one (tests/test_faults.py, the epoch-end case). An epoch
+    cut short by ``max_steps`` ends too, but a longer run goes on in it: its counter stays.
     """
     epochs = trainer.fit_loop.epoch_progress.current
-    if epochs.completed == epochs.ready:  # no epoch in progress: the last one closed, the next not begun
-        trainer.fit_loop.epoch_loop.batch_progress.reset_on_run()
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    ran_out = batches.current.completed >= trainer.num_training_batches
+    if epochs.completed == epochs.ready and ran_out:  # the last epoch closed, the next not begun
+        batches.reset_on_run()
+        return True
+    return False
+
+
+def close_finished_epoch_in(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
+    """:func:`close_finished_epoch` for a checkpoint being written (from ``on_save_checkpoint``): the
+    loop's state in it is taken again after closing."""
+    if "loops" in checkpoint and close_finished_epoch(trainer):
+        checkpoint["loops"]["fit_loop"] = trainer.fit_loop.state_dict()
+
+
+def in_accumulation_window(trainer: L.Trainer) -> bool:
+    """Training with gradient accumulation, with some of the current optimizer step's batches run and
+    its update not yet made (an epoch's last batch always closes its window)."""
+    accumulate = trainer.accumulate_grad_batches
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    ready = progress.current.ready
+    return (trainer.training and accumulate > 1 and ready % accumulate != 0 and not progress.is_last_batch
+            and ready < trainer.num_training_batches)
+
+
+class _SigtermAtOptimizerSteps:
+    """Mixed into Lightning's signal connector: a SIGTERM is held back while an accumulation window is
+    open, so that every check of it (after a batch, before the next under DDP, after an epoch) sees it
+    only once the window's optimizer step is made. Lightning stops after the batch the signal arrived in;
+    mid-window the checkpoint held neither the accumulated gradients nor the window's update, and the
+    resumed run stepped on the window's remaining batches alone."""
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self.__dict__.get("_pending_sigterm", False) and not in_accumulation_window(self.trainer)
+
+    @received_sigterm.setter
+    def received_sigterm(self, value: bool) -> None:
+        self.__dict__["_pending_sigterm"] = value
+
+
+def stop_at_optimizer_steps(trainer: L.Trainer) -> None:
+    """Let a SIGTERM stop ``trainer`` at optimizer steps only (see :class:`_SigtermAtOptimizerSteps`)."""
+    connector = trainer._signal_connector
+    if isinstance(connector, _SigtermAtOptimizerSteps):
+        return
+    pending = connector.__dict__.pop("received_sigterm", False)
+    cls = type(connector)
+    connector.__class__ = type(f"{cls.__name__}AtOptimizerSteps", (_SigtermAtOptimizerSteps, cls), {})
+    connector.received_sigterm = pending
 
 
 class LazyStartDataLoader(DataLoader):

@@ -3,8 +3,12 @@ loggers start, a run resumed at its end, and what Lightning prints beside our ow
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,7 @@ from pspl_lightning.cli.runtime_errors import OutOfMemory
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError, DataError, UserError
 from tests.conftest import TINY, compose_config
+from tests.fault_probes import tensor_dicts_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_OOM = ("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.25 GiB of "
@@ -38,6 +43,50 @@ class RaiseAt(Callback):
                              batch_idx: int) -> None:
         if trainer.global_step == self.step:
             raise torch.OutOfMemoryError(CUDA_OOM) if self.cuda else RuntimeError(CPU_OOM)
+
+
+class SigtermAt(Callback):
+    """SIGTERM arrives during the batch that starts optimizer step ``step`` (its first batch, under gradient
+    accumulation), or with ``validating=True`` during the last image of the validation at step ``step``:
+    the flag Lightning's handler sets is set at that batch's start."""
+
+    def __init__(self, step: int, validating: bool = False) -> None:
+        self.step, self.validating = step, validating
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if not self.validating and trainer.global_step == self.step - 1 and not trainer.received_sigterm:
+            trainer._signal_connector.received_sigterm = True
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        last = batch_idx == trainer.num_val_batches[dataloader_idx] - 1
+        if self.validating and trainer.global_step == self.step and last:
+            trainer._signal_connector.received_sigterm = True
+
+
+class HpcBetweenEpochs(Callback):
+    """Just before epoch ``epoch`` starts (Lightning sets the sampler's epoch after closing the last one),
+    SLURM's requeue signal arrives: ``signal=True`` sends SIGUSR1 to this process (Lightning's own handler
+    writes ``hpc_ckpt_1.ckpt`` and calls ``scontrol requeue``); else the hpc checkpoint is saved as that
+    handler saves it."""
+
+    def __init__(self, epoch: int, signal: bool = False) -> None:
+        self.epoch, self.signal = epoch, signal
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sampler = trainer.train_dataloader.sampler
+        set_epoch = sampler.set_epoch
+
+        def set_epoch_and_signal(epoch: int) -> None:
+            set_epoch(epoch)
+            if epoch == self.epoch:
+                if self.signal:
+                    os.kill(os.getpid(), signal.SIGUSR1)
+                else:
+                    trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
+
+        sampler.set_epoch = set_epoch_and_signal
 
 
 def _cfg(root: Path, sample_root: Path, *overrides: str):
@@ -148,3 +197,70 @@ def test_lightnings_cloud_advert_is_not_printed(caplog: pytest.LogCaptureFixture
         L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")
     assert not any("litlogger" in r.getMessage() for r in caplog.records)
     assert any("GPU available" in r.getMessage() for r in caplog.records)  # its other lines stay
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {k: v for k, v in state["state_dict"].items() if k.startswith("net.")}
+
+
+def _last(cfg) -> Path:
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+NO_SAVES = ["trainer.val_check_interval=1000", "schedule.checkpoint_every_n_steps=1000"]
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_sigterm_in_an_accumulation_window_resumes_exactly(sample_root: Path, tmp_path: Path,
+                                                           step: int) -> None:
+    """Accumulation 2, epochs of 3 optimizer steps; the signal arrives in the first batch of step 2
+    (mid-epoch) or of step 3 (the epoch's last window). Lightning stopped after that batch: the checkpoint
+    had neither the accumulated gradient nor the step, and the resumed run stepped on the window's second
+    batch alone. The stop now waits for the window's optimizer step."""
+    common = [*NO_SAVES, "trainer.accumulate_grad_batches=2", "data.repeat=4"]
+    stopped = _cfg(tmp_path / "a", sample_root, *common, "trainer.max_steps=1000",
+                   f"+callbacks.term._target_={__name__}.SigtermAt", f"+callbacks.term.step={step}")
+    with pytest.raises(SystemExit):  # Lightning's SIGTERMException
+        train(stopped)
+    assert torch.load(_last(stopped), map_location="cpu", weights_only=True)["global_step"] == step
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(_cfg(tmp_path / "b", sample_root, *common, "trainer.max_steps=5",
+                   f"resume={stopped.paths.output_dir}"))
+    assert not [w for w in caught if "not resumable" in str(w.message)]  # Lightning's, beside our claim
+    straight = _cfg(tmp_path / "c", sample_root, *common, "trainer.max_steps=5")
+    train(straight)
+    assert tensor_dicts_equal(_weights(_last(stopped)), _weights(_last(straight)))
+
+
+def test_sigterm_in_the_step_that_reaches_max_steps_keeps_the_cut_epoch(sample_root: Path,
+                                                                         tmp_path: Path) -> None:
+    """Epochs of 3 steps, max_steps=5 (mid-epoch 1) and the signal in step 5's final validation (its last
+    image: the validation completes): the run's checkpoint must go on in epoch 1 when a longer run resumes
+    it. Lightning stops after it has ended that epoch, and the SIGTERM save closed it: the resumed run
+    skipped its last batch."""
+    stopped = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=5",
+                   f"+callbacks.term._target_={__name__}.SigtermAt", "+callbacks.term.step=5",
+                   "+callbacks.term.validating=true")
+    with pytest.raises(SystemExit):
+        train(stopped)
+    assert json.loads((Path(stopped.paths.output_dir) / "metrics.json").read_text())["global_step"] == 5
+    train(_cfg(tmp_path / "b", sample_root, "trainer.max_steps=7", f"resume={stopped.paths.output_dir}"))
+    straight = _cfg(tmp_path / "c", sample_root, "trainer.max_steps=7")
+    train(straight)
+    assert tensor_dicts_equal(_weights(_last(stopped)), _weights(_last(straight)))
+
+
+def test_an_hpc_checkpoint_between_epochs_resumes_exactly(sample_root: Path, tmp_path: Path) -> None:
+    """SLURM's hpc_ckpt is written whenever its signal arrives; between two epochs it recorded the ended
+    epoch with its batch counter full, and the requeued job skipped the next epoch's batches."""
+    run = _cfg(tmp_path / "a", sample_root, *NO_SAVES, "trainer.max_steps=5",
+               f"+callbacks.hpc._target_={__name__}.HpcBetweenEpochs", "+callbacks.hpc.epoch=1")
+    train(run)  # uninterrupted: the hpc checkpoint is saved on the way
+    hpc = Path(run.paths.output_dir) / "hpc_ckpt_1.ckpt"
+    state = torch.load(hpc, map_location="cpu", weights_only=True)
+    assert (state["global_step"], state["epoch"]) == (3, 1)
+    requeued = _cfg(tmp_path / "b", sample_root, *NO_SAVES, "trainer.max_steps=5", f"ckpt_path={hpc}")
+    train(requeued)
+    assert tensor_dicts_equal(_weights(_last(requeued)), _weights(_last(run)))

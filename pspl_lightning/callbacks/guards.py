@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pspl_lightning.errors import TrainingDiverged
-from pspl_lightning.loop_state import close_finished_epoch
+from pspl_lightning.loop_state import close_finished_epoch_in, stop_at_optimizer_steps
 
 log = logging.getLogger("pspl_lightning")
 
@@ -28,13 +28,20 @@ class LastCheckpoint(Callback):
     the monitored metric and saves it once more after ``on_train_end``, when weight averaging has already
     copied the average into the network; this saves at step boundaries only, so ``resume`` always finds
     the raw weights of the latest step. On SIGTERM Lightning lets the current step finish and then raises
-    ``SIGTERMException`` on every rank: the checkpoint is written then. (SLURM's SIGUSR1 before the time
-    limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``.)
+    ``SIGTERMException`` on every rank: the checkpoint is written then, at an optimizer step (a signal in
+    the middle of a gradient-accumulation window waits for the window's step). SLURM's SIGUSR1 before the
+    time limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``; every save,
+    that one included, records an epoch that has run out as closed.
     """
 
     def __init__(self, dirpath: str | Path, every_n_steps: int = 1000, filename: str = "last.ckpt") -> None:
         self.path, self.every_n_steps = Path(dirpath) / filename, every_n_steps
         self._saved_step: int | None = None
+        self._validated_step: int | None = None  # the step of the last save after a validation
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            stop_at_optimizer_steps(trainer)
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resume needs
@@ -54,15 +61,25 @@ class LastCheckpoint(Callback):
         # Always: this validation's results (best score, loop progress) belong in the checkpoint.
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._save(trainer)
+            self._validated_step = trainer.global_step
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        close_finished_epoch_in(trainer, checkpoint)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
         # Lightning broadcasts SIGTERM to every rank and raises this on all of them at the same step, so
         # the collective save below cannot deadlock; it also covers a signal that arrives mid-validation.
-        if isinstance(exception, SIGTERMException):
-            close_finished_epoch(trainer)
-            self._save(trainer)
-            log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+        if not isinstance(exception, SIGTERMException):
+            return
+        if self._validated_step == trainer.global_step:
+            # The run's last step (max_steps) saved after its final validation, within its epoch; saved
+            # again now, after Lightning has ended that epoch, a longer resumed run would skip its rest.
+            log.warning("SIGTERM: %s holds step %d already", self.path, trainer.global_step)
+            return
+        self._save(trainer)
+        log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
 def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:
