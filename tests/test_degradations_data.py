@@ -35,7 +35,7 @@ def test_default_bicubic_batches_are_unchanged(sample_root: Path) -> None:
     """The first 3 training batches and the validation pairs of the sample set (x2), hashed before
     degradations existed (commit 437e9d5): degradation=bicubic serves the very same bytes."""
     dm = _dm(sample_root, partial(Bicubic))
-    assert not dm.synthetic
+    assert not dm.lr_on_device
     h = hashlib.sha256()
     it = iter(dm.train_dataloader())
     for _ in range(3):
@@ -53,7 +53,7 @@ def test_hr_only_batches_crop_like_the_paired_loader(sample_root: Path) -> None:
     """Same seeds, same crops and flips: the HR patches equal the bicubic loader's; the keys are the
     sampler's per-sample seeds."""
     paired, hr_only = _dm(sample_root), _dm(sample_root, partial(BlurDown))
-    assert hr_only.synthetic
+    assert hr_only.lr_on_device
     (lr_a, hr_a), batch = next(iter(paired.train_dataloader())), next(iter(hr_only.train_dataloader()))
     assert isinstance(batch, HRBatch) and torch.equal(batch.hr, hr_a)
     sampler_seeds = [seed for _, seed in list(hr_only.train_dataloader().sampler)[:4]]

@@ -1,4 +1,5 @@
 """LightningDataModules: random training patches and whole-image validation sets over LR/HR pairs.
+Which files each trains on is its layout (:mod:`~pspl_lightning.data.layouts`, ``sample``, ``benchmarks``).
 
 Every DataModule trains on its own files and validates on ``val_sets``, a list of names: the module's own
 validation set (``sample``, ``div2k_val``, ``val``) or benchmark folders under ``benchmark_root``
@@ -6,10 +7,11 @@ validation set (``sample``, ``div2k_val``, ``val``) or benchmark folders under `
 once into that folder (in ``prepare_data``: one process per node under DDP) and patches are read through
 memory maps; without it, every image is decoded into memory in ``setup`` (fine for small sets).
 
-With a synthetic ``degradation`` (``bd``, ``dn``, ``realistic``) the loaders yield HR images only, each with
-an integer key (the sampler's per-sample seed in training, a hash of the image name in validation), and
-the LR images are made on the device in :meth:`on_after_batch_transfer`; the module gets ``(lr, hr)``
-batches either way. ``bicubic`` (or none) keeps the LR files / CPU MATLAB bicubic exactly as before.
+With a ``degradation`` that makes LR on the device (``bd``, ``dn``, ``realistic``: ``lr_on_device``) the
+loaders yield HR images only, each with an integer key (the sampler's per-sample seed in training, a hash
+of the image name in validation), and the LR images are made on the device in
+:meth:`on_after_batch_transfer`; the module gets ``(lr, hr)`` batches either way. ``bicubic`` (or none)
+keeps the LR files / CPU MATLAB bicubic exactly as before.
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ from pspl_lightning.data.datasets import (
     collate_patches,
 )
 from pspl_lightning.data.hr_images import image_keys, load_hr_images, mapped_hr_images
-from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
+from pspl_lightning.data.layouts import div2k_files, folder_pairs, index_range
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
 from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
 from pspl_lightning.degradations.base import Degradation, resolve_degradation
-from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError
+from pspl_lightning.errors import ConfigError, DataError
 from pspl_lightning.loop_state import LazyStartDataLoader, batches_done_in_epoch
 
 log = logging.getLogger(__name__)
@@ -93,8 +95,8 @@ class PairedSRDataModule(L.LightningDataModule):
         self.seed = int(seed)
         # None or bicubic: LR files / CPU MATLAB bicubic as always; else HR only, LR made on the device
         self.degradation: Degradation | None = resolve_degradation(degradation, scale)
-        self.synthetic = self.degradation is not None and self.degradation.synthetic
-        self.train_pairs: Sequence[ImagePair] = []  # HR arrays alone under a synthetic degradation
+        self.lr_on_device = self.degradation is not None and self.degradation.lr_on_device
+        self.train_pairs: Sequence[ImagePair] = []  # HR arrays alone when LR is made on the device
         self.val_pairs: dict[str, Sequence[ImagePair]] = {}
         self.val_keys: dict[str, list[int]] = {}
 
@@ -130,11 +132,12 @@ class PairedSRDataModule(L.LightningDataModule):
         before ``setup``)."""
         files = [*self.train_files(), *(f for fs in self.val_files().values() for f in fs)]
         if self.cache is not None:
-            items = [CacheItem(hr) for _, hr in files] if self.synthetic else cache_items(files, self.scale)
+            hr_only = self.lr_on_device
+            items = [CacheItem(hr) for _, hr in files] if hr_only else cache_items(files, self.scale)
             self.cache.ensure(items, workers=self.cache_workers, progress=self.progress)
 
     def _pairs(self, files: list[PathPair], min_lr_size: int = 0) -> Sequence[ImagePair]:
-        if self.synthetic:  # HR only, cropped to a multiple of the scale; at least one patch for training
+        if self.lr_on_device:  # HR only, cropped to a multiple of the scale; at least one patch for training
             hr_files, min_hr = [hr for _, hr in files], min_lr_size * self.scale
             if self.cache is None:
                 return load_hr_images(hr_files, self.scale, min_hr)  # type: ignore[return-value]
@@ -156,7 +159,7 @@ class PairedSRDataModule(L.LightningDataModule):
         return torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
 
     def train_dataset(self) -> PatchDataset:
-        if self.synthetic:  # the degradation's random numbers are drawn in the loader's workers
+        if self.lr_on_device:  # the degradation's random numbers are drawn in the loader's workers
             return HRPatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment,
                                   draw=self.degradation.draw)
         return PatchDataset(self.train_pairs, self.scale, self.patch_size, self.repeat, self.augment)
@@ -198,10 +201,10 @@ class PairedSRDataModule(L.LightningDataModule):
         """Whole images, one loader per set; under DDP each rank takes every world-th image, without the
         padding duplicates of a DistributedSampler, so synced sums give the single-process metrics."""
         rank, world = self._rank_world()
-        datasets = [HRDataset(pairs, self.val_keys[name]) if self.synthetic else PairDataset(pairs)
+        datasets = [HRDataset(pairs, self.val_keys[name]) if self.lr_on_device else PairDataset(pairs)
                     for name, pairs in self.val_pairs.items()]
         return [DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), rank, world), num_workers=0,
-                           pin_memory=self._pin(), collate_fn=collate_patches if self.synthetic else None)
+                           pin_memory=self._pin(), collate_fn=collate_patches if self.lr_on_device else None)
                 for ds in datasets]
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -245,19 +248,6 @@ class SampleDataModule(PairedSRDataModule):
         return sample_pairs(self.root, "val", self.scale)
 
 
-DIV2K_LAYOUT = ("expected the DIV2K layout {root}/DIV2K_train_HR/0001.png ... 0800.png and "
-                "{root}/DIV2K_valid_HR/0801.png ... 0900.png, optionally with LR images in "
-                "DIV2K_{{train,valid}}_LR_bicubic/X{s}/0001x{s}.png (else made with MATLAB bicubic); "
-                "see docs/DATA.md")
-
-
-def _index_range(value: Sequence[int], key: str) -> range:
-    if len(value) != 2 or not all(isinstance(v, int) for v in value) or not 1 <= value[0] <= value[1]:
-        raise DataError(f"data.{key} must be [first, last] image numbers with 1 <= first <= last, "
-                         f"got {value}")
-    return range(value[0], value[1] + 1)
-
-
 class DIV2KDataModule(PairedSRDataModule):
     """DIV2K from its standard folders: train on images ``train_range`` of ``DIV2K_train_*``, validate
     (set ``div2k_val``) on ``val_range`` of ``DIV2K_valid_*`` (801-810 by default for speed; 801-900 is the
@@ -270,72 +260,14 @@ class DIV2KDataModule(PairedSRDataModule):
                  val_range: Sequence[int] = (801, 810), **kwargs) -> None:
         super().__init__(**kwargs)
         self.root = Path(root).expanduser()
-        self.train_range = _index_range(list(train_range), "train_range")
-        self.val_range = _index_range(list(val_range), "val_range")
-
-    def _layout(self) -> str:
-        return DIV2K_LAYOUT.format(root=self.root, s=self.scale)
-
-    def _split_files(self, split: str, indices: range, key: str) -> list[PathPair]:
-        if not self.root.is_dir():
-            raise DataNotFoundError(f"data.root {self.root} does not exist; {self._layout()}")
-        hr_dir = self.root / f"DIV2K_{split}_HR"
-        if not hr_dir.is_dir():
-            raise DataNotFoundError(f"DIV2K folder {hr_dir} does not exist; {self._layout()}")
-        lr_dir = self.root / f"DIV2K_{split}_LR_bicubic" / f"X{self.scale}"
-        has_lr = lr_dir.is_dir()
-        if not has_lr:
-            log.info("%s not found: LR images are made from %s with MATLAB bicubic", lr_dir, hr_dir)
-        pairs: list[PathPair] = []
-        for i in indices:
-            hr = hr_dir / f"{i:04d}.png"
-            if not hr.is_file():
-                raise DataNotFoundError(
-                    f"{hr} not found (image {i} of data.{key} {indices.start}-{indices.stop - 1}); "
-                    f"{self._layout()}"
-                )
-            lr = lr_dir / f"{i:04d}x{self.scale}.png"
-            if has_lr and not lr.is_file():
-                raise DataNotFoundError(f"{lr} not found although {lr_dir} exists; {self._layout()}")
-            pairs.append((lr if has_lr else None, hr))
-        return pairs
+        self.train_range = index_range(list(train_range), "train_range")
+        self.val_range = index_range(list(val_range), "val_range")
 
     def train_files(self) -> list[PathPair]:
-        return self._split_files("train", self.train_range, "train_range")
+        return div2k_files(self.root, "train", self.train_range, self.scale, "train_range")
 
     def own_val_files(self) -> list[PathPair]:
-        return self._split_files("valid", self.val_range, "val_range")
-
-
-def _folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key: str) -> list[PathPair]:
-    """(LR or None, HR) for every image of ``hr_dir``; LR files are ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``
-    in ``lr_dir`` (or its ``X<s>`` subfolder)."""
-    hr_dir = Path(hr_dir).expanduser()
-    if not hr_dir.is_dir():
-        raise DataNotFoundError(f"data.{key} {hr_dir} does not exist; expected a folder of HR images "
-                                f"({', '.join(IMAGE_EXTENSIONS)})")
-    hr_files = list_images(hr_dir)
-    if not hr_files:
-        raise DataNotFoundError(f"data.{key} {hr_dir} holds no images "
-                                f"(expected {', '.join(IMAGE_EXTENSIONS)})")
-    if lr_dir is None:
-        return [(None, hr) for hr in hr_files]
-    lr_dir = Path(lr_dir).expanduser()
-    if (lr_dir / f"X{scale}").is_dir():
-        lr_dir = lr_dir / f"X{scale}"
-    if not lr_dir.is_dir():
-        raise DataNotFoundError(f"LR folder {lr_dir} does not exist; expected LR images named "
-                                f"<name>x{scale}.png or <name>.png for each HR image, or leave the LR folder "
-                                f"null to make them")
-    by_stem = {p.stem: p for p in list_images(lr_dir)}
-    pairs: list[PathPair] = []
-    for hr in hr_files:
-        lr = by_stem.get(f"{hr.stem}x{scale}") or by_stem.get(hr.stem)
-        if lr is None:
-            raise DataNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {hr.stem}x{scale}.<ext> or "
-                                    f"{hr.stem}.<ext>)")
-        pairs.append((lr, hr))
-    return pairs
+        return div2k_files(self.root, "valid", self.val_range, self.scale, "val_range")
 
 
 class FolderDataModule(PairedSRDataModule):
@@ -356,7 +288,7 @@ class FolderDataModule(PairedSRDataModule):
         self.val_hr_dir, self.val_lr_dir = under_root(val_hr_dir), under_root(val_lr_dir)
 
     def train_files(self) -> list[PathPair]:
-        return _folder_pairs(self.hr_dir, self.lr_dir, self.scale, "hr_dir")
+        return folder_pairs(self.hr_dir, self.lr_dir, self.scale, "hr_dir")
 
     def own_val_files(self) -> list[PathPair]:
         if not self.val_hr_dir:
@@ -364,4 +296,4 @@ class FolderDataModule(PairedSRDataModule):
                 "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
                 "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
             )
-        return _folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")
+        return folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")

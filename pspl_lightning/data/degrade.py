@@ -74,7 +74,7 @@ def set_files(set_dir: Path, scale: int, degradation: Degradation | None, work_d
     ``bicubic`` (or None): today's pairs (``LR_bicubic/X<s>`` files, else MATLAB bicubic when read).
     Otherwise ``<set>/LR_<name>/X<s>/<stem>x<s>.png`` (or ``<stem>.png``, as ``pspl-data degrade`` writes)
     where present, and the rest made here, written to ``work_dir/<stem>.png`` and read from there."""
-    if degradation is None or not degradation.synthetic:
+    if degradation is None or not degradation.lr_on_device:
         return benchmark_files(set_dir, scale)
     lr_dir = Path(set_dir) / f"LR_{degradation.name}" / f"X{scale}"
     pairs: list[PathPair] = []

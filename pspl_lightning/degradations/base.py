@@ -92,12 +92,13 @@ class Degradation:
     of the scale) and B integer keys; returns B x 3 x H/s x W/s uint8.
 
     ``draw(keys, size)`` makes every random number on the CPU (from one generator per sample);
-    ``apply(hr, draws)`` does the image work, batched, on the batch's device. ``synthetic`` is False for
+    ``apply(hr, draws)`` does the image work, batched, on the batch's device. ``lr_on_device`` says the
+    DataModules serve HR images and make the LR ones on the device with this class; it is False for
     ``bicubic``, whose training LR images come from files (or the CPU MATLAB port) as before.
     """
 
     name = "degradation"
-    synthetic = True
+    lr_on_device = True
     scales: tuple[int, ...] | None = (2, 3, 4)  # None: any integer scale
 
     def __init__(self, scale: int, seed: int = 0) -> None:

@@ -19,13 +19,13 @@ from pspl_lightning.degradations.matlab import (
 
 
 class Bicubic(Degradation):
-    """BI: ``imresize(HR, 1/s, 'bicubic')`` (MATLAB's, bit-exact). Not ``synthetic``: training and
+    """BI: ``imresize(HR, 1/s, 'bicubic')`` (MATLAB's, bit-exact). Not ``lr_on_device``: training and
     validation keep today's LR images (the official files, or the same bicubic made on the CPU), so
     ``degradation=bicubic`` gives the numbers it always gave; this class makes the same images on any
     device (``pspl-data degrade``)."""
 
     name = "bicubic"
-    synthetic = False
+    lr_on_device = False
     scales = None
 
     def apply(self, hr: Tensor, draws: dict[str, Any]) -> Tensor:
