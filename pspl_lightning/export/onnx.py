@@ -12,6 +12,7 @@ import contextlib
 import copy
 import io
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +22,13 @@ import torch
 from torch import nn
 
 from pspl_lightning.atomic import atomic_path
-from pspl_lightning.errors import ConfigError
+from pspl_lightning.errors import ConfigError, UserError
 
 EXPORT_SIZE = (32, 32)  # the traced input (LR pixels); the check uses CHECK_SIZE, which differs on purpose
 CHECK_SIZE = (27, 41)
 
 
-class OnnxExportError(ConfigError):
+class OnnxExportError(UserError):
     """An architecture that cannot be exported to ONNX with dynamic height and width."""
 
 
@@ -41,7 +42,7 @@ class OnnxReport:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split())  # without the exporter's colours
     return f"{type(exc).__name__}: {text[:200]}"
 
 

@@ -1,0 +1,216 @@
+"""Models out: pspl-export to .safetensors/.pth (read back by spandrel's ModelLoader with equal output) and
+.onnx (onnxruntime against PyTorch on a size not used for the export), EMA or raw weights, refusals."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pspl_lightning.archs import EDSR, RCAN, RDN
+from pspl_lightning.cli.train import train
+from pspl_lightning.errors import ConfigError, UserError
+from pspl_lightning.export import export_model
+from pspl_lightning.inference import load_network
+from pspl_lightning.inference.loading import FORMAT
+from tests.conftest import TINY, compose_config
+from tests.test_user_errors import _assert_one_line, _env
+
+spandrel = pytest.importorskip("spandrel")
+safetensors = pytest.importorskip("safetensors")
+
+ROOT = Path(__file__).resolve().parents[1]
+X = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(5))  # not the ONNX trace size (32x32)
+
+
+def pspl_checkpoint(path: Path, net: torch.nn.Module, model: dict, scale: int) -> Path:
+    """A file laid out as pspl-train writes its checkpoints (net.* weights, the run config)."""
+    config = {"model": {**model, "scale": scale}, "data": {"scale": scale},
+              "paths": {"output_dir": "/somewhere/outputs/train/runs/2026-12-03_10-00-00_abc123"}}
+    torch.save({"pspl_config": config, "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+                "global_step": 6}, path)
+    return path
+
+
+def _nets() -> dict[str, tuple[torch.nn.Module, dict]]:
+    from pspl_lightning.archs.zoo import spandrel_net
+
+    torch.manual_seed(0)
+    return {
+        "edsr": (EDSR(2, n_resblocks=2, n_feats=8),
+                 {"_target_": "pspl_lightning.archs.EDSR", "n_resblocks": 2, "n_feats": 8, "res_scale": 1.0}),
+        "rdn": (RDN(3, n_feats=8, n_blocks=2, n_layers=2, growth=4),
+                {"_target_": "pspl_lightning.archs.RDN", "n_feats": 8, "n_blocks": 2, "n_layers": 2,
+                 "growth": 4}),
+        "rcan": (RCAN(4, n_resgroups=1, n_resblocks=1, n_feats=8, reduction=4),
+                 {"_target_": "pspl_lightning.archs.RCAN", "n_resgroups": 1, "n_resblocks": 1, "n_feats": 8,
+                  "reduction": 4, "res_scale": 1.0}),
+        "compact": (spandrel_net("Compact", 2, num_feat=8, num_conv=2),
+                    {"_target_": "pspl_lightning.archs.zoo.spandrel_net", "arch": "Compact", "num_feat": 8,
+                     "num_conv": 2}),
+    }
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.parametrize("name", ["edsr", "rdn", "rcan", "compact"])
+def test_weights_round_trip_through_spandrel(tmp_path: Path, name: str, suffix: str) -> None:
+    net, model = _nets()[name]
+    net.eval()
+    scale = net.scale
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, scale)
+    out = export_model(ckpt, tmp_path / f"{name}{suffix}").output
+    descriptor = spandrel.ModelLoader().load_from_file(out)
+    assert descriptor.scale == scale
+    with torch.no_grad():
+        ref = net(X)
+        got = descriptor.model.eval()(X.clone())  # spandrel's RCAN scales its input in place
+        ours = load_network(out).net(X)
+    if name == "rcan":  # written in EDSR-PyTorch's [0, 255] naming for spandrel's RCAN: rounding only
+        assert type(descriptor.model).__module__.startswith("spandrel.")
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    else:
+        assert torch.equal(got, ref) and torch.equal(ours, ref)
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(out), framework="pt") as f:
+            meta, keys = f.metadata(), list(f.keys())  # noqa: SIM118
+        assert meta["format"] == FORMAT and meta["scale"] == str(scale)
+        assert meta["run_id"] == "2026-12-03_10-00-00_abc123" and meta["weights"] == "raw"
+        assert json.loads(meta["model"])["_target_"] == model["_target_"]
+        hyper = json.loads(meta["hyperparameters"])
+        assert {k: v for k, v in model.items() if not k.startswith("_") and k != "arch"} == hyper
+        assert meta["architecture"] == {"edsr": "EDSR", "rdn": "RDN", "rcan": "RCAN",
+                                        "compact": "Compact"}[name]
+    else:
+        payload = torch.load(out, weights_only=True)
+        keys = list(payload["state_dict"])
+        assert all(v.is_contiguous() for v in payload["state_dict"].values())
+    assert not any(k.startswith(("net.", "module.")) for k in keys)
+    if name == "rcan":
+        assert "head.0.weight" in keys and any(".conv_du." in k for k in keys)  # EDSR-PyTorch's names
+    else:
+        assert sorted(keys) == sorted(net.state_dict())
+
+
+def test_edsr_and_rdn_are_registered_when_spandrel_is_imported() -> None:
+    """``import pspl_lightning`` (done by every test) hooks the registration; a fresh interpreter that imports
+    spandrel after pspl_lightning finds EDSR and RDN, and importing pspl_lightning alone loads no torch."""
+    code = ("import sys, pspl_lightning; "
+            "assert 'torch' not in sys.modules and 'spandrel' not in sys.modules; "
+            "from spandrel import MAIN_REGISTRY; print('EDSR' in MAIN_REGISTRY, 'RDN' in MAIN_REGISTRY)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]
+
+
+def test_onnx_parity_for_edsr_baseline_tiny(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    net, model = _nets()["edsr"]
+    net.eval()
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2)
+    result = export_model(ckpt, tmp_path / "edsr.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
+    assert "largest difference" in result.lines[-1]
+    session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "input" and inp.shape[:2] == [1, 3] and all(isinstance(d, str) for d in inp.shape[2:])
+    for h, w in ((19, 23), (8, 40)):  # sizes the export never saw
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        got = session.run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            ref = net(x).numpy()
+        assert got.shape == (1, 3, 2 * h, 2 * w) and abs(got - ref).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_onnx_half(tmp_path: Path) -> None:
+    net, model = _nets()["edsr"]
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net.eval(), model, 2)
+    result = export_model(ckpt, tmp_path / "edsr16.onnx", half=True)
+    assert result.max_abs_diff is not None and 0 < result.max_abs_diff < 1e-2
+    assert "fp16" in result.lines[1]
+
+
+def test_output_mistakes(tmp_path: Path) -> None:
+    net, model = _nets()["edsr"]
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2)
+    with pytest.raises(ConfigError, match=r"output=.*edsr.bin: expected a file name ending in .safetensors"):
+        export_model(ckpt, tmp_path / "edsr.bin")
+    with pytest.raises(ConfigError, match="half=true applies to .onnx outputs"):
+        export_model(ckpt, tmp_path / "edsr.pth", half=True)
+    out = tmp_path / "edsr.pth"
+    out.write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match=r"edsr.pth exists; not replaced \(pass overwrite=true\)"):
+        export_model(ckpt, out)
+    assert out.read_bytes() == b"mine"
+    export_model(ckpt, out, overwrite=True)
+    assert load_network(out).describe() == "EDSR(n_feats=8, n_resblocks=2, res_scale=1.0) x2"
+
+
+@pytest.fixture(scope="module")
+def ema_run(tmp_path_factory: pytest.TempPathFactory, sample_root: Path) -> Path:
+    """last.ckpt of a tiny pspl-train run with callbacks=ema (Lightning's EMAWeightAveraging)."""
+    out = tmp_path_factory.mktemp("ema_run")
+    cfg = compose_config("train", [*TINY, f"data.root={sample_root}", "callbacks=ema",
+                                   "callbacks.ema.decay=0.5", "trainer.max_steps=3",
+                                   "trainer.val_check_interval=3"], out)
+    train(cfg)
+    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+
+
+def test_ema_weights_unless_ema_false(ema_run: Path, tmp_path: Path) -> None:
+    stored = torch.load(ema_run, map_location="cpu", weights_only=True)
+    averaged = {k[4:]: v for k, v in stored["state_dict"].items() if k.startswith("net.")}
+    raw = {k[4:]: v for k, v in stored["current_model_state"].items() if k.startswith("net.")}
+    assert not torch.equal(averaged["head.weight"], raw["head.weight"])
+    cases = ((True, averaged, "the EMA weights"), (False, raw, "the raw weights (ema=false)"))
+    for ema, expected, note in cases:
+        result = export_model(ema_run, tmp_path / f"ema_{ema}.safetensors", ema=ema)
+        assert note in result.lines[0]
+        from safetensors.torch import load_file
+
+        got = load_file(str(result.output))
+        assert sorted(got) == sorted(expected)
+        assert all(torch.equal(got[k], expected[k]) for k in expected)
+        meta = spandrel.ModelLoader().load_from_file(result.output)
+        assert meta.architecture.id == "EDSR"
+
+
+def test_cli_prints_the_checks_and_refuses_in_one_line(ema_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "edsr.safetensors"
+    env = _env(tmp_path)
+    cmd = [sys.executable, "-m", "pspl_lightning.cli.export", f"ckpt={ema_run}", f"output={out}"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "spandrel's ModelLoader reads it as EDSR x2; largest difference from PyTorch" in done.stdout
+    assert done.stdout.rstrip().endswith(": 0")
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    _assert_one_line(again, "edsr.safetensors exists; not replaced (pass overwrite=true)")
+
+
+def test_export_config_keys() -> None:
+    cfg = OmegaConf.load(ROOT / "configs" / "export.yaml")
+    assert (cfg.ema, cfg.half, cfg.overwrite) == (True, False, False)
+
+
+def test_an_architecture_that_cannot_export_with_dynamic_shapes_is_refused(tmp_path: Path) -> None:
+    """TinySR's bicubic skip caches its resize matrices per input size: dynamo cannot trace it with a
+    symbolic height and width, so the export stops with one line naming the architecture, writing nothing."""
+    from pspl_lightning.archs import TinySR
+
+    torch.manual_seed(0)
+    net = TinySR(2, n_feats=8, n_layers=1)
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, {"_target_": "pspl_lightning.archs.TinySR",
+                                                         "n_feats": 8, "n_layers": 1}, 2)
+    with pytest.raises(UserError, match=r"^TinySR cannot be exported to ONNX with dynamic height and width "
+                                        r"\(\w+: [^\n\x1b]*\); export .safetensors or .pth instead$"):
+        export_model(ckpt, tmp_path / "tiny.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
