@@ -23,7 +23,7 @@ from pspl_lightning.cli.runtime_errors import OutOfMemory
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError, DataError, UserError
 from tests.conftest import TINY, compose_config
-from tests.fault_probes import tensor_dicts_equal
+from tests.helpers.fault_probes import tensor_dicts_equal
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_OOM = ("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.25 GiB of "
@@ -264,3 +264,25 @@ def test_an_hpc_checkpoint_between_epochs_resumes_exactly(sample_root: Path, tmp
     requeued = _cfg(tmp_path / "b", sample_root, *NO_SAVES, "trainer.max_steps=5", f"ckpt_path={hpc}")
     train(requeued)
     assert tensor_dicts_equal(_weights(_last(requeued)), _weights(_last(run)))
+
+
+def test_a_slurm_sweep_without_slurm_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pspl-train -m hydra/launcher=slurm ...`` on a machine without SLURM: submitit's "Could not detect
+    srun" traceback before; now one line before Hydra starts (and the launcher config composes with the
+    single-device trainers, whose missing trainer.num_nodes was a traceback of its own)."""
+    from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^hydra/launcher=slurm submits each sweep job through SLURM, but "
+                                          r"'srun' is not on this machine's PATH: run the sweep on the "
+                                          r"cluster's login node, or sweep .* hydra/launcher=local_parallel"):
+        refuse_unavailable_launcher(["-m", "hydra/launcher=slurm", "loss.alpha=0.3,1"])
+    refuse_unavailable_launcher(["hydra/launcher=slurm"])  # no sweep: Hydra does not launch
+    refuse_unavailable_launcher(["-m", "hydra/launcher=local_parallel"])
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    refuse_unavailable_launcher(["-m", "hydra/launcher=slurm"])  # on a cluster: submitit's turn
+    cfg = compose_config("train", ["hydra/launcher=slurm"], tmp_path)
+    assert cfg.hydra.launcher.nodes == 1
+    assert compose_config("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=4"],
+                          tmp_path).hydra.launcher.nodes == 4

@@ -16,6 +16,7 @@ from pspl_lightning.cli.checks import check_train_config
 from pspl_lightning.cli.failures import EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
+from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
 from pspl_lightning.cli.run_folder import resolve_resume
 
 log = logging.getLogger("pspl_lightning")
@@ -105,6 +106,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point of ``pspl-train``."""
     refuse_moved_keys(sys.argv[1:])
+    refuse_unavailable_launcher(sys.argv[1:])
     _hydra_main()
 
 
