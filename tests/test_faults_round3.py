@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -77,10 +78,11 @@ class HpcBetweenEpochs(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sampler = trainer.train_dataloader.sampler
         set_epoch = sampler.set_epoch
+        folder = Path(trainer.default_root_dir)
 
         def set_epoch_and_signal(epoch: int) -> None:
             set_epoch(epoch)
-            if epoch == self.epoch:
+            if epoch == self.epoch and not list(folder.glob("hpc_ckpt_*.ckpt")):  # once: not in the requeue
                 if self.signal:
                     os.kill(os.getpid(), signal.SIGUSR1)
                 else:
@@ -286,3 +288,35 @@ def test_a_slurm_sweep_without_slurm_is_one_line(tmp_path: Path, monkeypatch: py
     assert cfg.hydra.launcher.nodes == 1
     assert compose_config("train", ["hydra/launcher=slurm", "trainer=ddp", "trainer.num_nodes=4"],
                           tmp_path).hydra.launcher.nodes == 4
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_continues_bit_for_bit(sample_root: Path, tmp_path: Path) -> None:
+    """The real path once, through the entry point: a SLURM environment, Lightning's own SIGUSR1 handler
+    (the signal arrives between two epochs) and a stub ``scontrol`` on PATH that records the requeue and
+    kills the job, as SLURM does; the same command again (the requeued job) continues from the job's
+    ``hpc_ckpt_1.ckpt`` and ends with the weights of the uninterrupted run. The fast variant of the
+    closed-epoch claim is test_an_hpc_checkpoint_between_epochs_resumes_exactly."""
+    bin_dir, requeues = tmp_path / "bin", tmp_path / "requeues.txt"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeues}\nkill -KILL $PPID\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT),
+           "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0",
+           "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+           "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    args = [sys.executable, "-m", "pspl_lightning.cli.train", *TINY, f"data.root={sample_root}", *NO_SAVES,
+            "trainer.max_steps=5", f"+callbacks.hpc._target_={__name__}.HpcBetweenEpochs",
+            "+callbacks.hpc.epoch=1", "+callbacks.hpc.signal=true"]
+    job = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert job.returncode == -signal.SIGKILL, job.stdout[-2000:] + job.stderr[-2000:]
+    assert requeues.read_text() == "requeue 4242\n"
+    folder = tmp_path / "outputs" / "train" / "runs" / "slurm-4242-0"
+    assert [p.name for p in folder.glob("**/*.ckpt")] == ["hpc_ckpt_1.ckpt"]
+    requeued = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert requeued.returncode == 0, requeued.stdout[-2000:] + requeued.stderr[-2000:]
+    assert json.loads((folder / "metrics.json").read_text())["global_step"] == 5
+    straight = _cfg(tmp_path / "straight", sample_root, *NO_SAVES, "trainer.max_steps=5")
+    train(straight)
+    assert tensor_dicts_equal(_weights(folder / "checkpoints" / "last.ckpt"), _weights(_last(straight)))
