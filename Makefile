@@ -1,4 +1,4 @@
-# Self-installing targets: `make train` and `make test` work on a fresh machine with Python 3.11 + pip.
+# Self-installing targets: `make train` and `make test` work on a fresh machine with Python 3.10+ and pip.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
