@@ -28,7 +28,7 @@ from pspl_lightning.data.optimize import decode_item, encode_png
 from pspl_lightning.data.stream import GroupedStreamSampler, StreamDataModule
 from pspl_lightning.errors import ConfigError
 from tests.conftest import TINY, compose_config
-from tests.fault_probes import tensor_dicts_equal
+from tests.helpers.fault_probes import tensor_dicts_equal
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -176,8 +176,8 @@ def test_resume_mid_epoch_gives_the_weights_of_the_straight_run(stream_set: dict
                                                                 tmp_path: Path, workers: int) -> None:
     """5 steps (stopped in epoch 1's middle), then resumed to 8: the straight run's weights, bit for bit."""
     common = ["trainer.max_steps=8", f"data.num_workers={workers}", "data.persistent_workers=false"]
-    first = _cfg(stream_set, tmp_path / "a", *common, "+callbacks.stop._target_=tests.probes.StopAt",
-                 "+callbacks.stop.step=5")
+    first = _cfg(stream_set, tmp_path / "a", *common,
+                 "+callbacks.stop._target_=tests.helpers.probes.StopAt", "+callbacks.stop.step=5")
     assert train(first)["global_step"] == 5
     assert not tensor_dicts_equal(_weights(first), straight_run["weights"])
     resumed = _cfg(stream_set, tmp_path / "b", *common, f"resume={first.paths.output_dir}")
