@@ -17,6 +17,7 @@ from pspl_lightning.cli.train import train
 from pspl_lightning.data.io import read_image, write_png
 from pspl_lightning.metrics import psnr_y, ssim_y
 from pspl_lightning.module import SRModule
+from tests.helpers.checkpoints import network_from_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -45,10 +46,11 @@ def test_ddp_spawn_two_ranks_agree_and_validate_like_one_process(train_cfg, samp
                     "data=folder", f"data.hr_dir={sample_root}/train/HR",
                     f"data.lr_dir={sample_root}/train/LR_bicubic", f"data.val_hr_dir={val_dir}",
                     "data.patch_size=32", "data.batch_size=4", "data.repeat=2", "data.num_workers=0",
-                    "data.progress=false", "+callbacks.probe._target_=tests.probes.RankProbe",
+                    "data.progress=false", "+callbacks.probe._target_=tests.helpers.probes.RankProbe",
                     f"+callbacks.probe.out_dir={probe}", "on_nonfinite=skip",
-                    "loss._target_=tests.probes.PSPLNaNOnRank", "+loss.nan_rank=1", "+loss.nan_call=2",
-                    "+callbacks.skips._target_=tests.probes.SkipProbe", f"+callbacks.skips.out_dir={probe}")
+                    "loss._target_=tests.helpers.probes.PSPLNaNOnRank", "+loss.nan_rank=1",
+                    "+loss.nan_call=2", "+callbacks.skips._target_=tests.helpers.probes.SkipProbe",
+                    f"+callbacks.skips.out_dir={probe}")
     metrics = train(cfg)
 
     # rank 1's loss at step 2 is NaN: both ranks skip that batch (a rank skipping alone would desync DDP)
@@ -66,9 +68,7 @@ def test_ddp_spawn_two_ranks_agree_and_validate_like_one_process(train_cfg, samp
     assert metrics["global_step"] == 4
 
     # one process, the final weights, the same DataModule: every image scored once
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    net = instantiate(ckpt["pspl_config"]["model"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net = network_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("validate")

@@ -74,7 +74,7 @@ def test_resume_under_a_synthetic_degradation_is_exact(sample_root: Path, tmp_pa
               "optimizer.lr=1e-3", "loss.step_unit=4"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)
-    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.probes.StopAt",
+    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.helpers.probes.StopAt",
                  "+callbacks.stop.step=2")
     assert train(first)["global_step"] == 2
     run_b = Path(first.paths.output_dir)

@@ -26,6 +26,7 @@ from pspl_lightning.data.io import read_image, write_png
 from pspl_lightning.imresize import make_lr
 from pspl_lightning.inference import WeightsError
 from pspl_lightning.inference.loading import FORMAT
+from tests.helpers.checkpoints import network_from_checkpoint
 
 try:
     from tests.conftest import TINY, compose_config
@@ -66,10 +67,7 @@ def _eval_cfg(tmp_path: Path, ckpt: Path | str, bench: Path, *overrides: str) ->
 
 def _tiny_net(ckpt: Path) -> EDSR:
     """The checkpoint's network rebuilt by hand (independent of pspl_lightning.inference)."""
-    net = EDSR(2, n_resblocks=1, n_feats=8)
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-    return net.eval()
+    return network_from_checkpoint(ckpt, EDSR(2, n_resblocks=1, n_feats=8))
 
 
 def _scores(sr8: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:

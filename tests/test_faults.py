@@ -24,7 +24,7 @@ from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.loggers import CSVLogger
 from tests.conftest import TINY, compose_config
-from tests.fault_probes import tensor_dicts_equal
+from tests.helpers.fault_probes import tensor_dicts_equal
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -55,7 +55,7 @@ def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Pa
               f"trainer.accumulate_grad_batches={accumulate}", f"trainer.val_check_interval={4 * accumulate}"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)
-    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.probes.StopAt",
+    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.helpers.probes.StopAt",
                  "+callbacks.stop.step=3")
     assert train(first)["global_step"] == 3  # interrupted between validations
     run_b = Path(first.paths.output_dir)
@@ -77,8 +77,8 @@ def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Pa
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(sample_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=3",
-               "schedule.checkpoint_every_n_steps=1", "trainer.max_steps=6")
+    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.helpers.probes.NaNOnCall",
+               "+loss.bad_call=3", "schedule.checkpoint_every_n_steps=1", "trainer.max_steps=6")
     with pytest.raises(TrainingDiverged, match=r"non-finite training loss nan at step 3"):
         train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
@@ -114,7 +114,7 @@ def _checkpoints(run: Path) -> dict[str, tuple[int, bool]]:
     return found
 
 
-NAN_AT_4 = ["+callbacks.nan._target_=tests.fault_probes.NaNWeightAt", "+callbacks.nan.step=4",
+NAN_AT_4 = ["+callbacks.nan._target_=tests.helpers.fault_probes.NaNWeightAt", "+callbacks.nan.step=4",
             "schedule.checkpoint_every_n_steps=2", "trainer.val_check_interval=100"]
 
 
@@ -125,7 +125,7 @@ NAN_AT_4 = ["+callbacks.nan._target_=tests.fault_probes.NaNWeightAt", "+callback
     ("with_the_guard", [*NAN_AT_4, "callbacks.nonfinite_guard.every_n_steps=2"], {"last.ckpt": (2, True)}),
     # SIGTERM during the NaN step (no periodic save at 4): the save on the way out must not replace last.ckpt
     ("sigterm", [*NAN_AT_4, "schedule.checkpoint_every_n_steps=3",
-                 "+callbacks.term._target_=tests.fault_probes.SigtermAt", "+callbacks.term.step=4"],
+                 "+callbacks.term._target_=tests.helpers.fault_probes.SigtermAt", "+callbacks.term.step=4"],
      {"last.ckpt": (3, True)}),
     # Lightning's ModelCheckpoint at the validation of step 4 (its first: it would save whatever the score)
     ("model_checkpoint", [*NAN_AT_4, "callbacks.last_checkpoint=null", "trainer.val_check_interval=4"], {}),
@@ -144,7 +144,7 @@ def test_no_checkpoint_with_nonfinite_weights_is_ever_written(sample_root: Path,
 
 
 def test_weight_guard_stops_between_checkpoints(sample_root: Path, tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, sample_root, "+callbacks.nan._target_=tests.fault_probes.NaNWeightAt",
+    cfg = _cfg(tmp_path, sample_root, "+callbacks.nan._target_=tests.helpers.fault_probes.NaNWeightAt",
                "+callbacks.nan.step=3", "callbacks.nonfinite_guard.every_n_steps=3",
                "schedule.checkpoint_every_n_steps=2", "trainer.val_check_interval=100")
     with pytest.raises(TrainingDiverged, match=r"non-finite weight net\.\S+ = nan at step 3; stopped"):
@@ -162,9 +162,10 @@ def test_skipped_batch_counts_as_a_step_but_changes_no_weight(sample_root: Path,
     but Lightning counts it as an optimizer step: the global step, hence sigma and the LR schedule, advance,
     and it counts towards max_steps."""
     rows = tmp_path / "rows.pt"
-    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=2",
-               "on_nonfinite=skip", "trainer.max_steps=4", "schedule.lr_milestones=[3]",
-               "+callbacks.rec._target_=tests.fault_probes.StateRecorder", f"+callbacks.rec.path={rows}")
+    cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.helpers.probes.NaNOnCall",
+               "+loss.bad_call=2", "on_nonfinite=skip", "trainer.max_steps=4", "schedule.lr_milestones=[3]",
+               "+callbacks.rec._target_=tests.helpers.fault_probes.StateRecorder",
+               f"+callbacks.rec.path={rows}")
     assert train(cfg)["global_step"] == 4
     states = torch.load(rows, weights_only=True)
     assert [r["global_step"] for r in states] == [1, 2, 3, 4]  # 4 batches, the third one skipped
@@ -213,7 +214,7 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes(sample_root: Path, tmp_p
     args = [sys.executable, "-m", "pspl_lightning.cli.train", *TINY, f"data.root={sample_root}",
             "trainer.max_steps=1000", "trainer.val_check_interval=1000",
             "schedule.checkpoint_every_n_steps=1000",
-            "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"]
+            "+callbacks.probe._target_=tests.helpers.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"]
     with open(log, "w") as out:  # a file, not a pipe: a child that prints a lot never blocks
         proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         _wait_for(probe / "rank0.jsonl", 3, proc, log)
@@ -247,7 +248,7 @@ def test_sigterm_in_an_epochs_last_batch_resumes_exactly(sample_root: Path, tmp_
     checkpoint, the next epoch must be run, not skipped (it was, and the resumed run saw other patches)."""
     common = ["trainer.val_check_interval=1000", "schedule.checkpoint_every_n_steps=1000"]
     stopped = _cfg(tmp_path / "a", sample_root, *common, "trainer.max_steps=1000",
-                   "+callbacks.term._target_=tests.fault_probes.SigtermAt", "+callbacks.term.step=3")
+                   "+callbacks.term._target_=tests.helpers.fault_probes.SigtermAt", "+callbacks.term.step=3")
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
         train(stopped)
     run = Path(stopped.paths.output_dir)

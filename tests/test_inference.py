@@ -22,6 +22,7 @@ from pspl_lightning.inference import (
     tiled_forward,
 )
 from pspl_lightning.inference.loading import FORMAT, LoadedNetwork
+from tests.helpers.checkpoints import network_from_checkpoint
 
 try:
     from tests.conftest import TINY, compose_config
@@ -133,10 +134,7 @@ def trained_ckpt(tmp_path_factory: pytest.TempPathFactory, sample_root: Path) ->
 
 def _reference_net(ckpt: Path) -> nn.Module:
     """The network rebuilt by hand from the checkpoint's own state_dict (independent of the loader)."""
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    net = EDSR(2, n_resblocks=1, n_feats=8)
-    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
-    return net.eval()
+    return network_from_checkpoint(ckpt, EDSR(2, n_resblocks=1, n_feats=8))
 
 
 def test_checkpoint_loads_with_its_config(trained_ckpt: Path) -> None:

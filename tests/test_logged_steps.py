@@ -36,7 +36,7 @@ def _logged(run: Path) -> dict[str, list[int]]:
 
 
 AT_A_VALIDATION = ["trainer.max_steps=6"]
-BETWEEN_VALIDATIONS = ["+callbacks.stop._target_=tests.probes.StopAt", "+callbacks.stop.step=4"]
+BETWEEN_VALIDATIONS = ["+callbacks.stop._target_=tests.helpers.probes.StopAt", "+callbacks.stop.step=4"]
 
 
 def _check_resumes(sample_root: Path, tmp_path: Path, interval: int, stops: dict[int, list[str]]) -> None:

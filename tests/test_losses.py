@@ -23,7 +23,7 @@ from pspl_lightning.filters import PaddedSeparableFilter, gaussian_kernel1d
 from pspl_lightning.losses import BASE_LOSSES, PSPLLoss, check_pace, pace_sigma, ssim_map
 from pspl_lightning.losses import ssim as ssim_module
 from pspl_lightning.losses.ssim import C1, C2, ssim_map_exact
-from tests.degradations import degrade
+from tests.helpers.degradations import degrade
 
 PHOTOS = {"astronaut": skdata.astronaut()[:96, 150:246], "coffee": skdata.coffee()[150:246, 250:346],
           "chelsea": skdata.chelsea()[60:156, 100:196]}

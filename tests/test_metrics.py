@@ -15,7 +15,7 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pspl_lightning.metrics import PSNR, SSIM, psnr_rgb, psnr_y, quantize, rgb_to_y, ssim_rgb, ssim_y
-from tests.degradations import degrade
+from tests.helpers.degradations import degrade
 
 PHOTOS = {"astronaut": skdata.astronaut()[:256, 100:356], "chelsea": skdata.chelsea()[:200, :240],
           "coffee": skdata.coffee()[100:300, 200:440]}

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf, open_dict
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
 from tests.conftest import TINY, compose_config
-from tests.fault_probes import tensor_dicts_equal
+from tests.helpers.fault_probes import tensor_dicts_equal
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -25,7 +25,7 @@ def _cfg(root: Path, sample_root: Path, *overrides: str):
 
 
 def _probe(folder: Path) -> list[str]:
-    return ["+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={folder}"]
+    return ["+callbacks.probe._target_=tests.helpers.probes.RankProbe", f"+callbacks.probe.out_dir={folder}"]
 
 
 def _steps(folder: Path) -> list[int]:
@@ -65,7 +65,7 @@ def test_resume_mid_epoch_with_ema_equals_the_uninterrupted_run(sample_root: Pat
               "schedule.lr_milestones=[4]", "callbacks=ema", "callbacks.ema.decay=0.5"]
     straight = _cfg(tmp_path / "a", sample_root, *common)
     train(straight)
-    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.probes.StopAt",
+    first = _cfg(tmp_path / "b", sample_root, *common, "+callbacks.stop._target_=tests.helpers.probes.StopAt",
                  "+callbacks.stop.step=2")
     assert train(first)["global_step"] == 2
     run, probe = Path(first.paths.output_dir), tmp_path / "probe"
@@ -94,7 +94,7 @@ def test_requeued_slurm_job_continues_its_hpc_checkpoint(sample_root: Path, tmp_
             cfg.paths.output_dir = OmegaConf.select(cfg, "hydra.run.dir")
         return cfg
 
-    first = job_cfg("+callbacks.hpc._target_=tests.fault_probes.HpcSaveAt", "+callbacks.hpc.step=2")
+    first = job_cfg("+callbacks.hpc._target_=tests.helpers.fault_probes.HpcSaveAt", "+callbacks.hpc.step=2")
     folder = Path(first.paths.output_dir)
     assert folder == tmp_path / "outputs" / "train" / "runs" / "slurm-4242-0"
     train(first)

@@ -17,7 +17,8 @@ from pspl_lightning.cli.train import train
 from pspl_lightning.metrics import psnr_y
 from pspl_lightning.module import SRModule
 from tests.conftest import TINY
-from tests.fault_probes import rank_files
+from tests.helpers.checkpoints import network_from_checkpoint
+from tests.helpers.fault_probes import rank_files
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -39,7 +40,7 @@ def _cli(args: list[str], root: Path, timeout: int = 300) -> subprocess.Complete
 def test_ddp_script_runs_two_ranks_into_one_run_folder(sample_root: Path, tmp_path: Path) -> None:
     probe = tmp_path / "probe"
     _cli([*TINY, f"data.root={sample_root}", "trainer=ddp_cpu", "trainer.max_steps=3", "logger=csv",
-          "+callbacks.probe._target_=tests.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"],
+          "+callbacks.probe._target_=tests.helpers.probes.RankProbe", f"+callbacks.probe.out_dir={probe}"],
          tmp_path)
     runs = list((tmp_path / "outputs" / "train" / "runs").iterdir())
     assert len(runs) == 1  # rank 1 wrote into rank 0's folder, not a new one
@@ -184,9 +185,7 @@ def test_more_ranks_than_validation_images_does_not_hang(train_cfg) -> None:
     metrics = train(cfg)
     assert metrics["global_step"] == 2
     # the synced value is the mean over the 2 images, each counted once, of the final weights
-    ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    net = instantiate(ckpt["pspl_config"]["model"])
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net = network_from_checkpoint(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("validate")
@@ -204,11 +203,11 @@ def test_sweep_jobs_spawn_their_ddp_ranks_and_a_failed_job_returns_nan(sample_ro
     overrides = [o for o in TINY if not o.startswith("logger=")]
     returns = tmp_path / "returns.jsonl"
     proc = _cli(["-m", *overrides, f"data.root={sample_root}", "trainer=ddp_cpu", "trainer.max_steps=2",
-                 "logger=none", "loss=l1", "loss._target_=tests.probes.NaNOnCall",
+                 "logger=none", "loss=l1", "loss._target_=tests.helpers.probes.NaNOnCall",
                  "data.batch_size=0,4", "+loss.bad_call=1,99",  # batch 0: rejected; NaN loss at call 1
-                 "+callbacks.strategy._target_=tests.fault_probes.StrategyProbe",
+                 "+callbacks.strategy._target_=tests.helpers.fault_probes.StrategyProbe",
                  "+callbacks.strategy.out_dir=${paths.output_dir}/strategy",
-                 "+hydra.callbacks.returns._target_=tests.fault_probes.ReturnRecorder",
+                 "+hydra.callbacks.returns._target_=tests.helpers.fault_probes.ReturnRecorder",
                  f"+hydra.callbacks.returns.path={returns}"], tmp_path, timeout=600)
     printed = proc.stdout + proc.stderr
     assert "Multirun with trainer.strategy=ddp: using ddp_spawn" in printed

@@ -21,6 +21,7 @@ from pspl_lightning.cli.upscale import plan_outputs, upscale
 from pspl_lightning.data.io import read_image
 from pspl_lightning.export import export_model
 from pspl_lightning.inference import WeightsError
+from tests.helpers.checkpoints import network_from_checkpoint
 
 try:
     from tests.conftest import TINY, compose_config
@@ -55,9 +56,7 @@ def _cfg(tmp_path: Path, *overrides: str) -> DictConfig:
 
 def _reference_sr(ckpt: Path, img: np.ndarray) -> np.ndarray:
     """The checkpoint's network rebuilt by hand, whole image at once, rounded to 8 bit."""
-    net = EDSR(2, n_resblocks=1, n_feats=8).eval()
-    state = torch.load(ckpt, weights_only=True)["state_dict"]
-    net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+    net = network_from_checkpoint(ckpt, EDSR(2, n_resblocks=1, n_feats=8))
     with torch.no_grad():
         sr = net(torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255)[0]
     return sr.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()

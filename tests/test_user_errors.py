@@ -62,7 +62,7 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
         "bad_degradation": ("train", [*TINY, f"data.root={sample_root}", "degradation=bd",
                                       "degradation.kernel_size=6"], False),
         "diverged": ("train", [*TINY, f"data.root={sample_root}", "loss=l1", "trainer.max_steps=4",
-                               "loss._target_=tests.probes.NaNOnCall", "+loss.bad_call=1"], False),
+                               "loss._target_=tests.helpers.probes.NaNOnCall", "+loss.bad_call=1"], False),
     }
     spawned = ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn"]
     cases["rank_error"] = ("train", [*spawned, *cases["div2k_layout"][1]], False)
@@ -78,7 +78,7 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
 def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
              ) -> tuple[Path, dict[str, subprocess.CompletedProcess]]:
     """Every case through its entry point's ``main()`` in a process of its own, forked after the heavy
-    imports (tests/cli_runner.py: each case costs its own work, not 5-7 s of imports)."""
+    imports (tests/helpers/cli_runner.py: each case costs its own work, not 5-7 s of imports)."""
     root = tmp_path_factory.mktemp("mistakes")
     cases = {}
     for name, (module, args, full_error) in _cases(root, sample_root).items():
@@ -87,8 +87,8 @@ def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
         cases[name] = {"entry": module, "args": args, "cwd": str(folder), "out": str(folder / "out"),
                        "env": _env(folder, full_error)}
     (root / "cases.json").write_text(json.dumps(cases))
-    runner = subprocess.run([sys.executable, "-m", "tests.cli_runner", str(root / "cases.json")], cwd=ROOT,
-                            env=_env(root), capture_output=True, text=True, timeout=600)
+    runner = subprocess.run([sys.executable, "-m", "tests.helpers.cli_runner", str(root / "cases.json")],
+                            cwd=ROOT, env=_env(root), capture_output=True, text=True, timeout=600)
     assert runner.returncode == 0, runner.stdout[-2000:] + runner.stderr[-2000:]
     status = json.loads((root / "cases.json.status").read_text())
     done = {name: subprocess.CompletedProcess(case["args"], status[name], Path(case["out"]).read_text(), "")

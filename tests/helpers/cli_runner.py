@@ -1,11 +1,11 @@
 """Run many ``pspl-*`` command lines, each in a process of its own, paying the heavy imports once.
 
-``python -m tests.cli_runner <cases.json>``: this process imports torch, Lightning, Hydra and the entry
-points, then forks one child per case. A child changes to the case's folder, takes its environment, sends
-stdout and stderr to the case's ``out`` file, sets ``sys.argv`` and calls the entry point's ``main()``, as
-the console script does; its exit status is the command's. Each case is still a separate process with its
-own Hydra and logging state, but costs only its own work instead of 5-7 s of imports (the tests of every
-user mistake run this way). Writes ``{name: exit status}`` to ``<cases.json>.status``.
+``python -m tests.helpers.cli_runner <cases.json>``: this process imports torch, Lightning, Hydra and the
+entry points, then forks one child per case. A child changes to the case's folder, takes its environment,
+sends stdout and stderr to the case's ``out`` file, sets ``sys.argv`` and calls the entry point's
+``main()``, as the console script does; its exit status is the command's. Each case is still a separate
+process with its own Hydra and logging state, but costs only its own work instead of 5-7 s of imports (the
+tests of every user mistake run this way). Writes ``{name: exit status}`` to ``<cases.json>.status``.
 """
 
 from __future__ import annotations
