@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,10 +172,16 @@ def test_a_data_mistake_starts_no_logger(sample_root: Path, tmp_path: Path, monk
     assert wandb is None or wandb.run is None
 
 
-def test_a_checkpoint_at_max_steps_given_as_ckpt_path_is_one_line(sample_root: Path, tmp_path: Path) -> None:
-    """It exited 0 with no validation, no checkpoint and no metrics.json in the new folder."""
-    done = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=2")
-    train(done)
+def test_a_checkpoint_at_max_steps_given_as_ckpt_path_is_one_line(sample_root: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """It exited 0 with no validation, no checkpoint and no metrics.json in the new folder. (The first run
+    also shows the model summary: without Lightning's FLOPs, which were 0, column and total.)"""
+    done = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=2", "trainer.enable_model_summary=true")
+    with caplog.at_level(logging.INFO, logger="pspl_lightning"):
+        train(done)
+    summary = next(r.getMessage() for r in caplog.records if "Total params" in r.getMessage())
+    assert "Trainable params" in summary and "net " in summary and "FLOPs" not in summary
+    assert "Flops" not in summary
     last = Path(done.paths.output_dir) / "checkpoints" / "last.ckpt"
     again = _cfg(tmp_path / "b", sample_root, "trainer.max_steps=2", f"ckpt_path={last}")
     with pytest.raises(ConfigError, match=rf"^ckpt_path={last} is at step 2 and trainer.max_steps=2: nothing "
@@ -320,3 +327,16 @@ def test_a_requeued_slurm_job_continues_bit_for_bit(sample_root: Path, tmp_path:
     straight = _cfg(tmp_path / "straight", sample_root, *NO_SAVES, "trainer.max_steps=5")
     train(straight)
     assert tensor_dicts_equal(_weights(folder / "checkpoints" / "last.ckpt"), _weights(_last(straight)))
+
+
+def test_docs_stand_alone_and_quote_what_readme_says() -> None:
+    """No doc points to a DESIGN.md the project does not have; every figure BENCHMARKS.md attributes to the
+    README is in the README; the Makefile's Python is pyproject's requires-python, as README says."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert not [d.name for d in docs if "DESIGN.md" in d.read_text()]
+    readme = (ROOT / "README.md").read_text()
+    quoting = [p for p in (ROOT / "docs" / "BENCHMARKS.md").read_text().split("\n\n") if "README" in p]
+    quoted = {n for p in quoting for n in re.findall(r"\b\d\d\.\d{4}\b", p)}
+    assert quoted and not {n for n in quoted if n not in readme}
+    version = re.search(r'^requires-python = ">=([0-9.]+)"$', (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    assert f"Python {version}+" in readme and f"Python {version}+" in (ROOT / "Makefile").read_text()

@@ -32,6 +32,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     import lightning as L
 
+    from pspl_lightning.callbacks.summary import summary_without_flops
     from pspl_lightning.cli.build import build, build_module, build_trainer
     from pspl_lightning.cli.lightning_notices import quiet_lightning
     from pspl_lightning.cli.preflight import check_data, check_memory, check_steps_left
@@ -46,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_data(datamodule, cfg)  # before any logger starts: a data mistake leaves no W&B run or run folder
     check_memory(cfg, module.plain_net)  # a batch that cannot fit is refused before the loader makes it
     trainer, loggers = build_trainer(cfg, output_dir)
+    summary_without_flops(trainer)
     for lg in loggers:
         lg.log_hyperparams(module.run_config)
 
