@@ -214,3 +214,29 @@ def test_an_architecture_that_cannot_export_with_dynamic_shapes_is_refused(tmp_p
                                         r"\(\w+: [^\n\x1b]*\); export .safetensors or .pth instead$"):
         export_model(ckpt, tmp_path / "tiny.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def _zoo_checkpoint(name: str, tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    """A pspl-train-style checkpoint of the zoo config ``name`` at x2 with test_zoo's small widths."""
+    from hydra.utils import instantiate
+
+    from tests.test_zoo import SMALL, _model_cfg
+
+    model = OmegaConf.to_container(_model_cfg(name, 2, tmp_path, *SMALL[name]), resolve=True)
+    torch.manual_seed(0)
+    net = instantiate(model).eval()
+    return pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2), net
+
+
+ZOO_CONFIGS = ["compact", "esrgan", "span", "swinir_light", "swinir", "hat_s", "dat_light", "omnisr", "plksr"]
+
+
+@pytest.mark.parametrize("name", ZOO_CONFIGS)
+def test_every_zoo_config_round_trips_through_spandrel(name: str, tmp_path: Path) -> None:
+    ckpt, net = _zoo_checkpoint(name, tmp_path)
+    out = export_model(ckpt, tmp_path / f"{name}.safetensors").output
+    descriptor = spandrel.ModelLoader().load_from_file(out)
+    assert type(descriptor.model) is type(net) and descriptor.scale == 2
+    with torch.no_grad():
+        assert torch.equal(descriptor.model.eval()(X), net(X))
+        assert torch.equal(load_network(out).net(X), net(X))

@@ -12,10 +12,16 @@ import contextlib
 import copy
 import io
 import logging
+import multiprocessing as mp
+import pickle
 import re
+import signal
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,13 +56,20 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     """The output of the ONNX model at ``path`` for the NCHW array ``x`` (onnxruntime, CPU)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failing node is reported by the caller, in one line
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
 def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
                check_size: tuple[int, int] = CHECK_SIZE) -> OnnxReport:
-    """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``."""
+    """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``.
+
+    The export runs in a forked child where the platform allows it: torch 2.14's exporter crashes the
+    process (a segmentation fault in its decompositions) on some architectures, e.g. SPAN, whose forward
+    pass re-parameterises its convolutions; the parent then refuses in one line naming the architecture.
+    """
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -64,36 +77,84 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
     except ImportError as exc:
         raise ConfigError(f"output=*.onnx needs the optional packages ({exc}): "
                           "pip install -e '.[onnx]'") from None
+    net = net.to("cpu").eval()
+    with atomic_path(out) as tmp:
+        return _isolated(name, _export_and_check, net, name, tmp, half, check_size)
+
+
+def _export_and_check(net: nn.Module, name: str, path: Path, half: bool,
+                      check_size: tuple[int, int]) -> OnnxReport:
     from torch.export import Dim
 
-    net = net.to("cpu").eval()
     dtype = torch.float16 if half else torch.float32
     export_net = copy.deepcopy(net).half() if half else net
     gen = torch.Generator().manual_seed(0)
     example = torch.rand(1, 3, *EXPORT_SIZE, generator=gen).to(dtype)
     dims = ({2: Dim("height", min=1), 3: Dim("width", min=1)},)
     start = time.perf_counter()
-    with atomic_path(out) as tmp:
-        try:
-            with _quiet():
-                torch.onnx.export(export_net, (example,), str(tmp), dynamo=True, dynamic_shapes=dims,
-                                  input_names=["input"], output_names=["output"], external_data=False)
-        except Exception as exc:  # the exporter raises many types; each means "cannot export"
-            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width "
-                                  f"({_first_line(exc)}); export .safetensors or .pth instead") from None
-        seconds = time.perf_counter() - start
-        x = torch.rand(1, 3, *check_size, generator=gen)
-        try:
-            got = run_onnx(tmp, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
-        except Exception as exc:
-            raise OnnxExportError(f"{name}: the exported ONNX graph does not run at {check_size[1]}x"
-                                  f"{check_size[0]} ({_first_line(exc)}); not written") from None
-        with torch.no_grad():
-            ref = net(x.clone()).numpy()
-        if got.shape != ref.shape:
-            raise OnnxExportError(f"{name}: the ONNX graph gives {got.shape} for a {x.shape} input, PyTorch "
-                                  f"{ref.shape}: it does not follow the input size; not written")
+    try:
+        with _quiet():
+            torch.onnx.export(export_net, (example,), str(path), dynamo=True, dynamic_shapes=dims,
+                              input_names=["input"], output_names=["output"], external_data=False)
+    except Exception as exc:  # the exporter raises many types; each means "cannot export"
+        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width "
+                              f"({_first_line(exc)}); export .safetensors or .pth instead") from None
+    seconds = time.perf_counter() - start
+    x = torch.rand(1, 3, *check_size, generator=gen)
+    try:
+        got = run_onnx(path, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
+    except Exception as exc:
+        size = f"{check_size[1]}x{check_size[0]}"
+        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
+                              f"exported graph fails at {size} ({_first_line(exc)}); "
+                              f"export .safetensors or .pth instead") from None
+    with torch.no_grad():
+        ref = net(x.clone()).numpy()
+    if got.shape != ref.shape:
+        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
+                              f"exported graph gives {got.shape} for a {tuple(x.shape)} input, PyTorch "
+                              f"{ref.shape}; export .safetensors or .pth instead")
     return OnnxReport(seconds, check_size, float(np.abs(got - ref).max()))
+
+
+def _isolated(name: str, fn: Callable[..., OnnxReport], *args: Any) -> OnnxReport:
+    """``fn(*args)`` in a forked child (in this process where fork is unavailable); a child killed by a
+    signal becomes an :class:`OnnxExportError` naming ``name``, an exception in it is raised here."""
+    if "fork" not in mp.get_all_start_methods():
+        return fn(*args)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def child() -> None:
+        try:
+            outcome: tuple[str, Any] = ("ok", fn(*args))
+        except BaseException as exc:  # sent to the parent, which raises it
+            outcome = ("error", exc if _picklable(exc) else RuntimeError(traceback.format_exc()))
+        send.send(outcome)
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    send.close()
+    try:
+        kind, value = receive.recv()
+    except EOFError:  # the child died without a word: a crash in native code
+        proc.join()
+        code = proc.exitcode or 0
+        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
+        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width (torch's "
+                              f"exporter crashed: {why}); export .safetensors or .pth instead") from None
+    proc.join()
+    if kind == "error":
+        raise value
+    return value
+
+
+def _picklable(exc: BaseException) -> bool:
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        return False
+    return True
 
 
 @contextlib.contextmanager
