@@ -38,7 +38,7 @@ from pspl_lightning.data.datasets import (
     collate_patches,
 )
 from pspl_lightning.data.hr_images import image_keys, load_hr_images, mapped_hr_images
-from pspl_lightning.data.layouts import div2k_files, folder_pairs, index_range
+from pspl_lightning.data.layouts import div2k_files, folder_pairs, folder_val_pairs, index_range
 from pspl_lightning.data.pairs import PathPair, cache_items, load_pairs, mapped_pairs
 from pspl_lightning.data.sample import build_sample_set, sample_pairs
 from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
@@ -291,9 +291,4 @@ class FolderDataModule(PairedSRDataModule):
         return folder_pairs(self.hr_dir, self.lr_dir, self.scale, "hr_dir")
 
     def own_val_files(self) -> list[PathPair]:
-        if not self.val_hr_dir:
-            raise DataError(
-                "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
-                "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
-            )
-        return folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")
+        return folder_val_pairs(self.val_hr_dir, self.val_lr_dir, self.scale)

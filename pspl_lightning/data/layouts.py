@@ -88,3 +88,14 @@ def folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key:
                                     f"{hr.stem}.<ext>)")
         pairs.append((lr, hr))
     return pairs
+
+
+def folder_val_pairs(val_hr_dir: str | Path | None, val_lr_dir: str | Path | None,
+                     scale: int) -> list[PathPair]:
+    """The validation set ``val`` of a folder layout (``data.val_hr_dir`` / ``data.val_lr_dir``)."""
+    if not val_hr_dir:
+        raise DataError(
+            "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
+            "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
+        )
+    return folder_pairs(val_hr_dir, val_lr_dir, scale, "val_hr_dir")

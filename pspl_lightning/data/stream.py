@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from pspl_lightning.data.datamodule import PairedSRDataModule
 from pspl_lightning.data.datasets import HRPatchDataset, collate_patches
 from pspl_lightning.data.hr_images import modcropped_size
-from pspl_lightning.data.layouts import folder_pairs
+from pspl_lightning.data.layouts import folder_val_pairs
 from pspl_lightning.data.optimize import SIDECAR, check_reachable, decode_item, is_remote, require_litdata
 from pspl_lightning.data.pairs import PathPair
 from pspl_lightning.data.sampling import _SEED_STRIDE, ResumableRandomSampler
@@ -92,8 +92,7 @@ class StreamedImages(Sequence[np.ndarray]):
                 self._dataset[0]
                 self._dataset.on_demand_bytes = False
         item = self._dataset[int(index)]
-        # a copy: litdata's arrays are views of a chunk's memory map, which it closes on the next chunk
-        image = np.array(decode_item(item))
+        image = decode_item(item)  # litdata's numpy deserializer copies out of the chunk: the array is ours
         name = str(item["name"])
         h, w = modcropped_size(image.shape, self.scale, Path(self.input_dir) / name, self.min_size)
         return name, image[:h, :w]
@@ -176,12 +175,7 @@ class StreamDataModule(PairedSRDataModule):
         return []  # streamed, not files
 
     def own_val_files(self) -> list[PathPair]:
-        if not self.val_hr_dir:
-            raise DataError(
-                "data.val_sets lists 'val' but data.val_hr_dir is not set: set it, or validate on benchmark "
-                "sets only, e.g. data.val_sets=[set5] data.benchmark_root=/path/to/benchmarks"
-            )
-        return folder_pairs(self.val_hr_dir, self.val_lr_dir, self.scale, "val_hr_dir")
+        return folder_val_pairs(self.val_hr_dir, self.val_lr_dir, self.scale)
 
     def _open_index(self) -> list[int]:
         """Items per chunk; a remote index is fetched by litdata into its cache first."""
