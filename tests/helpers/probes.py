@@ -15,7 +15,8 @@ from pspl_lightning.losses import PSPLLoss
 
 
 class RankProbe(Callback):
-    """Every rank appends (step, sigma, lr, world size) to ``out_dir/rank<r>.jsonl`` before each update."""
+    """Every rank appends (step, sigma, lr, world size) to ``out_dir/rank<r>.jsonl`` before each update
+    (sigma: the paced loss's ``sigma_at`` at the step, which the module passes to the loss; else None)."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir = Path(out_dir)
@@ -23,7 +24,8 @@ class RankProbe(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
                                  optimizer: Any) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        row = {"step": trainer.global_step, "sigma": getattr(pl_module.loss, "sigma", None),
+        pace = getattr(pl_module.loss, "sigma_at", None)  # a paced loss: the sigma this step trains with
+        row = {"step": trainer.global_step, "sigma": pace(trainer.global_step) if pace else None,
                "lr": optimizer.param_groups[0]["lr"], "world": trainer.world_size}
         with open(self.out_dir / f"rank{trainer.global_rank}.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
