@@ -86,7 +86,7 @@ def largest_activation(net: nn.Module, lr_patch: int) -> tuple[int, tuple[int, .
     try:
         with torch.no_grad():
             net(x)
-    except (RuntimeError, ValueError):
+    except Exception:  # a network that cannot take this patch (size rules, ...): no estimate, no refusal
         return None
     finally:
         net.train(was_training)
