@@ -117,7 +117,9 @@ def stream_vs_cache(images: int, size: tuple[int, int], patch: int, scale: int, 
         result = optimize_folder(hr_dir, str(work / f"lit_{fmt}"), workers=min(4, images), fmt=fmt,
                                  progress=False)
         report["optimize_s"][fmt], report["chunk_bytes"][fmt] = round(result.seconds, 2), result.bytes_on_disk
-        dm = StreamDataModule(input_dir=str(work / f"lit_{fmt}"), **common)
+        # 2 images held at once (4 kept): fewer than the images made, so every image is read once per epoch
+        # as with a large set, instead of all of them staying in memory
+        dm = StreamDataModule(input_dir=str(work / f"lit_{fmt}"), group_images=2, **common)
         dm.setup("fit")
         streams[fmt] = dm.train_dataloader()
     cache_dm = FolderDataModule(hr_dir=str(hr_dir), cache_dir=str(work / "cache"), **common)

@@ -7,6 +7,7 @@ and random green/blue texture. One optimized folder serves the whole module."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import multiprocessing
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import Callback
 
 from pspl_lightning.cli.data import main as data_main
 from pspl_lightning.cli.train import train
-from pspl_lightning.data.io import write_png
+from pspl_lightning.data.io import list_images, read_image, write_png
 from pspl_lightning.data.optimize import decode_item, encode_png
 from pspl_lightning.data.stream import GroupedStreamSampler, StreamDataModule
 from pspl_lightning.errors import ConfigError
@@ -33,6 +34,7 @@ from tests.helpers.fault_probes import tensor_dicts_equal
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 IMAGES = 8
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _image(i: int) -> np.ndarray:
@@ -87,6 +89,7 @@ def test_optimize_writes_every_decodable_image_and_reports_the_bad_one(stream_se
     assert f"wrote {IMAGES} images (uint8, " in stream_set["stdout"] and "skipped 1" in stream_set["stdout"]
     sidecar = json.loads((lit / "pspl_images.json").read_text())
     assert sidecar["smallest"]["height"] == 48 and sidecar["smallest"]["file"].endswith("img0.png")
+    assert [Path(row["file"]).name for row in sidecar["skipped"]] == ["broken.png"]
 
     import litdata
 
@@ -102,6 +105,16 @@ def test_png_format_round_trips_exactly() -> None:
     assert np.array_equal(decode_item({"name": "x", "image": img}), img)
 
 
+def test_png_is_smaller_than_uint8_on_the_sample_photographs(sample_root: Path) -> None:
+    """DATA.md's sizes of the two formats on the 8 sample-set photographs."""
+    images = [read_image(f) for split in ("train", "val") for f in list_images(sample_root / split / "HR")]
+    raw, png = sum(a.nbytes for a in images), sum(len(encode_png(a)) for a in images)
+    assert len(images) == 8 and f"{raw / 1e6:.1f}" == "13.2" and f"{png / 1e6:.1f}" == "5.6"
+    text = " ".join((ROOT / "docs" / "DATA.md").read_text().split())
+    assert f"{raw / png:.1f}" == "2.4"
+    assert f"2.4x ({raw / 1e6:.1f} MB decoded, {png / 1e6:.1f} MB as PNG" in text
+
+
 def test_optimize_refuses_an_existing_output(stream_set: dict[str, Any],
                                              capsys: pytest.CaptureFixture[str]) -> None:
     before = sorted(p.name for p in stream_set["lit"].iterdir())
@@ -111,6 +124,19 @@ def test_optimize_refuses_an_existing_output(stream_set: dict[str, Any],
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "exists and is not empty" in err and str(stream_set["lit"]) in err
     assert sorted(p.name for p in stream_set["lit"].iterdir()) == before
+
+
+def test_datamodule_reads_under_root_with_the_cache_limit(stream_set: dict[str, Any]) -> None:
+    """Relative folders are taken under ``data.root``; litdata gets ``data.max_cache_size``; images are read
+    as written (cropped to a multiple of the scale: img1 is 52 x 64, 51 x 63 at x3)."""
+    dm = StreamDataModule(input_dir="lit", root=str(stream_set["root"]), val_hr_dir="val", scale=3,
+                          patch_size=24, max_cache_size="3GB", progress=False, cache_dir=None)
+    assert dm.input_dir == str(stream_set["lit"]) and dm.val_hr_dir == str(stream_set["root"] / "val")
+    dm.setup("fit")
+    assert len(dm.train_pairs) == IMAGES and dm.chunk_sizes and sum(dm.chunk_sizes) == IMAGES
+    index = next(i for i in range(IMAGES) if dm.train_pairs.read(i)[0] == "img1")
+    np.testing.assert_array_equal(dm.train_pairs[index], _image(1)[:51, :63])
+    assert dm.train_pairs._dataset.max_cache_size == "3GB"
 
 
 def test_sampler_groups_chunks_and_gives_ranks_disjoint_images() -> None:
@@ -264,3 +290,17 @@ def test_missing_litdata_is_one_line(stream_set: dict[str, Any], tmp_path: Path,
     assert not (tmp_path / "new").exists()
     with pytest.raises(ConfigError, match="needs litdata"):
         StreamDataModule(input_dir=str(stream_set["lit"]))
+
+
+@pytest.mark.slow
+def test_bench_stream_vs_cache_reports_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``bench_data.py --stream`` (two optimize runs) ends with BENCHMARKS.md's keys."""
+    spec = importlib.util.spec_from_file_location("bench_data", ROOT / "scripts" / "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--stream", "--images", "6", "--size", "96x128", "--patch", "32", "--batch", "4",
+                "--seconds", "0.2", "--repeats", "3", "--dir", str(tmp_path)])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["stream_vs_cache"] > 0 and last["cache_patches_per_s"] > 0
+    assert set(last["stream_patches_per_s"]) == set(last["optimize_s"]) == {"uint8", "png"}
+    assert last["chunk_bytes"]["uint8"] > 6 * 96 * 128 * 3  # the decoded arrays, plus the chunk header

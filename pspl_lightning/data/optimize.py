@@ -64,8 +64,8 @@ def _endpoint(url: str) -> tuple[str, int] | None:
 def check_reachable(url: str, key: str, timeout: float = REACH_TIMEOUT_S) -> None:
     """A DataError naming ``key`` when the object store of ``url`` cannot be reached within ``timeout``.
 
-    Hand-written because litdata's clients retry for minutes without a network: a TCP connection test in a
-    daemon thread (name lookup included) bounds the wait."""
+    Hand-written: a TCP connection test in a daemon thread (name lookup included) bounds the wait, whatever
+    the retry and timeout settings of the storage client that litdata would start."""
     endpoint = _endpoint(url)
     if endpoint is None:
         return
