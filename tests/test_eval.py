@@ -218,7 +218,7 @@ def test_pspl_eval_console_script(tmp_path: Path, trained: tuple[Path, dict], be
 
 def test_pspl_eval_exits_with_status_2_and_the_reason(tmp_path: Path, trained: tuple[Path, dict], bench: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     # in-process, with Hydra's logging setup off so that the test session's logging stays as it is
     monkeypatch.setattr(sys, "argv", ["pspl-eval", f"ckpt={trained[0]}", f"benchmark_root={bench}",
                                       "scales=[4]", f"hydra.run.dir={tmp_path / 'bad'}",
@@ -226,4 +226,5 @@ def test_pspl_eval_exits_with_status_2_and_the_reason(tmp_path: Path, trained: t
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
-    assert "but scale 4 was asked" in caplog.text
+    err = capsys.readouterr().err  # the one line of every entry point's failure path
+    assert "but scale 4 was asked" in err and len(err.strip().splitlines()) == 1
