@@ -22,6 +22,7 @@ from pspl_lightning.archs.zoo import ZOO, spandrel_class, spandrel_net
 from pspl_lightning.cli.build import build
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
+from pspl_lightning.inference.warm_start import load_matching_weights
 from pspl_lightning.module import SRModule
 from tests.conftest import compose_config
 
@@ -235,10 +236,30 @@ def test_two_pspl_steps_through_the_config(name: str, train_cfg: Callable[..., D
     assert net.scale == scale
     descriptor = spandrel.ModelLoader().load_from_state_dict(state)
     assert descriptor.architecture.id == model["arch"]
-    if name == "span":  # the saved eval_conv is the sum of the saved (trained) branches
-        saved = state["block_1.c1_r.eval_conv.weight"].clone()
-        net.block_1.c1_r.update_params()
-        torch.testing.assert_close(net.block_1.c1_r.eval_conv.weight, saved)
+    # warm start at another scale from this checkpoint: all but the scale-dependent tensors load
+    other = spandrel_net(**{k: v for k, v in model.items() if k not in ("_target_", "scale")},
+                         scale=2 if scale != 2 else 3)
+    report = load_matching_weights(other, Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+    assert set(report.loaded) == {k for k in other.state_dict() if not k.startswith(other.scale_dependent)}
+    assert report.skipped and all(k.startswith(other.scale_dependent) for k in report.skipped)  # upsampler
+
+
+def test_span_saves_the_eval_convs_of_its_trained_branches(tmp_path: Path) -> None:
+    """After training-mode updates (no eval forward in between) SPAN's state dict holds each eval_conv
+    recomputed from the branches (spandrel's class alone would keep the stale one)."""
+    net = build(_model_cfg("span", 2, tmp_path, *SMALL["span"])).train()
+    conv = net.block_1.c1_r
+    stale = conv.eval_conv.weight.detach().clone()
+    with torch.no_grad():
+        for p in conv.conv.parameters():
+            p.add_(0.01)
+    saved = net.state_dict()["block_1.c1_r.eval_conv.weight"]
+    assert not torch.allclose(saved, stale)
+    plain = spandrel_class("SPAN")(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=2)
+    plain.load_state_dict(net.state_dict())
+    plain.eval()(torch.rand(1, 3, 8, 8))  # spandrel's eval forward recomputes eval_conv from the branches
+    torch.testing.assert_close(plain.block_1.c1_r.eval_conv.weight, saved)
+    assert not any(p.requires_grad for n, p in net.named_parameters() if "eval_conv" in n)
 
 
 def _small_net_config(name: str, scale: int, tmp_path: Path) -> dict:

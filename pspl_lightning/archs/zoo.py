@@ -3,8 +3,9 @@
 ``spandrel_net(arch="SwinIR", scale=2, **kwargs)`` returns the spandrel class instance itself, so its
 state dict has the community key names (what chaiNNer, traiNNer-redux and spandrel's loader read), with
 the attributes every network of this project carries: ``scale`` and ``scale_dependent`` (the state-dict
-prefixes a warm start from another scale skips). ``arch`` is spandrel's architecture id (the module name
-under ``spandrel.architectures``); ``scale`` goes to the class's own keyword (``upscale``, ``scale``, ...).
+prefixes a warm start from another scale skips), and ``arch`` (spandrel's id, which names the network in
+configs and exports, where the class may be named otherwise: ESRGAN's is ``RRDBNet``), the module name
+under ``spandrel.architectures``; ``scale`` goes to the class's own keyword (``upscale``, ``scale``, ...).
 Where padding to a window multiple happens for each architecture: docs/ZOO.md (every class here pads in
 its own ``forward`` or needs none, so nothing is wrapped).
 """
@@ -92,7 +93,7 @@ def spandrel_net(arch: str, scale: int, **kwargs: Any) -> nn.Module:
         args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         raise ConfigError(f"model.arch={arch} cannot be built with {args}: "
                           f"{type(exc).__name__}: {exc}") from None
-    net.scale = int(scale)
+    net.arch, net.scale = arch, int(scale)
     net.scale_dependent = spec.scale_dependent(net)
     if arch == "SPAN":
         _reparameterized_convs(net)

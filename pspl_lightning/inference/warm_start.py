@@ -79,7 +79,8 @@ def load_matching_weights(net: nn.Module, path: str | Path, source_scale: int | 
     """
     stored = read_weights(path)
     state, file_scale, file_network = stored.state, stored.scale, stored.network
-    if file_network is not None and file_network != type(net).__name__:
+    # a zoo network is named by its spandrel id in configs (``arch: ESRGAN``), else by class (RRDBNet)
+    if file_network is not None and file_network not in (type(net).__name__, getattr(net, "arch", None)):
         raise ConfigError(f"init_from={path} is a checkpoint of {file_network}; the network to start "
                           f"is {type(net).__name__}: warm start needs the same architecture")
     src = source_scale if source_scale is not None else file_scale
