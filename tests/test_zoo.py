@@ -52,9 +52,9 @@ def _number(text: str) -> int:
     return int(text.replace(",", ""))
 
 
-def doc_counts() -> dict[str, dict[int, int]]:
-    """docs/ZOO.md's count table: {config: {scale: parameters}}."""
-    rows = re.findall(r"^\| `(\w+)` \| \w+ \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|", DOC.read_text(), re.M)
+def doc_counts(doc: Path = DOC) -> dict[str, dict[int, int]]:
+    """The count table of docs/ZOO.md (or README.md's copy): {config: {scale: parameters}}."""
+    rows = re.findall(r"^\| `(\w+)` \| \w+ \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|", doc.read_text(), re.M)
     return {name: dict(zip(SCALES, map(_number, counts), strict=True)) for name, *counts in rows}
 
 
@@ -80,6 +80,7 @@ def _model_cfg(name: str, scale: int, tmp_path: Path, *overrides: str) -> DictCo
 
 def test_the_doc_lists_every_zoo_config() -> None:
     assert sorted(doc_counts()) == sorted(CONFIGS)
+    assert doc_counts(ROOT / "README.md") == doc_counts()  # README's copy of the table
     zoo_configs = {p.stem for p in (ROOT / "configs" / "model").glob("*.yaml")
                    if "archs.zoo." in p.read_text()}
     assert zoo_configs == set(CONFIGS)
@@ -199,6 +200,17 @@ def test_scale_keyword_and_scale_dependent_prefixes(name: str, tmp_path: Path) -
         moving = [k for k, v in states[s].items() if k not in other or other[k].shape != v.shape]
         assert moving and all(k.startswith(net.scale_dependent) for k in moving), moving
         assert any(not k.startswith(net.scale_dependent) for k in states[s])  # the upsampler, not all
+
+
+def test_the_padding_column() -> None:
+    """Rows that say the class pads in its own ``forward`` name classes with spandrel's ``check_image_size``
+    (called there); the others have none (DAT pads inside its attention, the rest need no window)."""
+    rows = re.findall(r"^\| `(\w+)` \| (\w+) \| [\d,]+ \|.*\| ([^|]+) \|$", DOC.read_text(), re.M)
+    assert len(rows) == len(CONFIGS)
+    for _, arch, padding in rows:
+        pads_in_forward = f"`{arch}.forward`" in padding
+        assert pads_in_forward == hasattr(spandrel_class(arch), "check_image_size"), arch
+        assert pads_in_forward or padding.startswith(("none needed", "inside spandrel's DAT attention"))
 
 
 def test_omnisr_needs_nine_pixels(tmp_path: Path) -> None:
