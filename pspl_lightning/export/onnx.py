@@ -66,9 +66,9 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
                check_size: tuple[int, int] = CHECK_SIZE) -> OnnxReport:
     """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``.
 
-    The export runs in a forked child where the platform allows it: torch 2.14's exporter crashes the
-    process (a segmentation fault in its decompositions) on some architectures, e.g. SPAN, whose forward
-    pass re-parameterises its convolutions; the parent then refuses in one line naming the architecture.
+    The export runs in a child process: torch 2.14's exporter crashes its process (a segmentation fault in
+    its decompositions) on some architectures, e.g. SPAN, whose forward pass re-parameterises its
+    convolutions; the parent then refuses in one line naming the architecture.
     """
     try:
         import onnx  # noqa: F401
@@ -118,21 +118,12 @@ def _export_and_check(net: nn.Module, name: str, path: Path, half: bool,
 
 
 def _isolated(name: str, fn: Callable[..., OnnxReport], *args: Any) -> OnnxReport:
-    """``fn(*args)`` in a forked child (in this process where fork is unavailable); a child killed by a
-    signal becomes an :class:`OnnxExportError` naming ``name``, an exception in it is raised here."""
-    if "fork" not in mp.get_all_start_methods():
-        return fn(*args)
-    ctx = mp.get_context("fork")
+    """``fn(*args)`` in a fresh interpreter (multiprocessing's spawn: a forked child of a process that has
+    run torch can hang on an inherited lock); a child killed by a signal becomes an
+    :class:`OnnxExportError` naming ``name``, an exception in it is raised here."""
+    ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-
-    def child() -> None:
-        try:
-            outcome: tuple[str, Any] = ("ok", fn(*args))
-        except BaseException as exc:  # sent to the parent, which raises it
-            outcome = ("error", exc if _picklable(exc) else RuntimeError(traceback.format_exc()))
-        send.send(outcome)
-
-    proc = ctx.Process(target=child, daemon=True)
+    proc = ctx.Process(target=_child, args=(send, torch.get_num_threads(), fn, args), daemon=True)
     proc.start()
     send.close()
     try:
@@ -147,6 +138,17 @@ def _isolated(name: str, fn: Callable[..., OnnxReport], *args: Any) -> OnnxRepor
     if kind == "error":
         raise value
     return value
+
+
+def _child(send: Any, threads: int, fn: Callable[..., OnnxReport], args: tuple) -> None:
+    """The spawned process: run ``fn`` with the parent's thread count and send ("ok", report) or
+    ("error", exception) to the parent."""
+    torch.set_num_threads(threads)
+    try:
+        outcome: tuple[str, Any] = ("ok", fn(*args))
+    except BaseException as exc:  # sent to the parent, which raises it
+        outcome = ("error", exc if _picklable(exc) else RuntimeError(traceback.format_exc()))
+    send.send(outcome)
 
 
 def _picklable(exc: BaseException) -> bool:
