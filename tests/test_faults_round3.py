@@ -218,16 +218,25 @@ def _last(cfg) -> Path:
 
 
 NO_SAVES = ["trainer.val_check_interval=1000", "schedule.checkpoint_every_n_steps=1000"]
+ACCUMULATED = [*NO_SAVES, "trainer.accumulate_grad_batches=2", "data.repeat=4"]
+
+
+@pytest.fixture(scope="module")
+def accumulated_5_steps(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The weights of the uninterrupted 5-step run with gradient accumulation (shared by both cases)."""
+    straight = _cfg(tmp_path_factory.mktemp("straight"), sample_root, *ACCUMULATED, "trainer.max_steps=5")
+    train(straight)
+    return _weights(_last(straight))
 
 
 @pytest.mark.parametrize("step", [2, 3])
-def test_sigterm_in_an_accumulation_window_resumes_exactly(sample_root: Path, tmp_path: Path,
-                                                           step: int) -> None:
+def test_sigterm_in_an_accumulation_window_resumes_exactly(sample_root: Path, tmp_path: Path, step: int,
+                                                           accumulated_5_steps: dict) -> None:
     """Accumulation 2, epochs of 3 optimizer steps; the signal arrives in the first batch of step 2
     (mid-epoch) or of step 3 (the epoch's last window). Lightning stopped after that batch: the checkpoint
     had neither the accumulated gradient nor the step, and the resumed run stepped on the window's second
     batch alone. The stop now waits for the window's optimizer step."""
-    common = [*NO_SAVES, "trainer.accumulate_grad_batches=2", "data.repeat=4"]
+    common = ACCUMULATED
     stopped = _cfg(tmp_path / "a", sample_root, *common, "trainer.max_steps=1000",
                    f"+callbacks.term._target_={__name__}.SigtermAt", f"+callbacks.term.step={step}")
     with pytest.raises(SystemExit):  # Lightning's SIGTERMException
@@ -238,9 +247,7 @@ def test_sigterm_in_an_accumulation_window_resumes_exactly(sample_root: Path, tm
         train(_cfg(tmp_path / "b", sample_root, *common, "trainer.max_steps=5",
                    f"resume={stopped.paths.output_dir}"))
     assert not [w for w in caught if "not resumable" in str(w.message)]  # Lightning's, beside our claim
-    straight = _cfg(tmp_path / "c", sample_root, *common, "trainer.max_steps=5")
-    train(straight)
-    assert tensor_dicts_equal(_weights(_last(stopped)), _weights(_last(straight)))
+    assert tensor_dicts_equal(_weights(_last(stopped)), accumulated_5_steps)
 
 
 def test_sigterm_in_the_step_that_reaches_max_steps_keeps_the_cut_epoch(sample_root: Path,
@@ -249,14 +256,15 @@ def test_sigterm_in_the_step_that_reaches_max_steps_keeps_the_cut_epoch(sample_r
     image: the validation completes): the run's checkpoint must go on in epoch 1 when a longer run resumes
     it. Lightning stops after it has ended that epoch, and the SIGTERM save closed it: the resumed run
     skipped its last batch."""
-    stopped = _cfg(tmp_path / "a", sample_root, "trainer.max_steps=5",
+    stopped = _cfg(tmp_path / "a", sample_root, *NO_SAVES, "trainer.max_steps=5",
                    f"+callbacks.term._target_={__name__}.SigtermAt", "+callbacks.term.step=5",
                    "+callbacks.term.validating=true")
     with pytest.raises(SystemExit):
         train(stopped)
     assert json.loads((Path(stopped.paths.output_dir) / "metrics.json").read_text())["global_step"] == 5
-    train(_cfg(tmp_path / "b", sample_root, "trainer.max_steps=7", f"resume={stopped.paths.output_dir}"))
-    straight = _cfg(tmp_path / "c", sample_root, "trainer.max_steps=7")
+    train(_cfg(tmp_path / "b", sample_root, *NO_SAVES, "trainer.max_steps=7",
+               f"resume={stopped.paths.output_dir}"))
+    straight = _cfg(tmp_path / "c", sample_root, *NO_SAVES, "trainer.max_steps=7")
     train(straight)
     assert tensor_dicts_equal(_weights(_last(stopped)), _weights(_last(straight)))
 
