@@ -228,6 +228,21 @@ def test_ddp_two_ranks_see_disjoint_images(stream_set: dict[str, Any], tmp_path:
         assert all(sorted(ids[r]) == sorted(list(set(ids[r])) * 2) for r in (0, 1))
 
 
+@pytest.mark.slow
+def test_ddp_resume_mid_epoch_gives_the_weights_of_the_straight_run(stream_set: dict[str, Any],
+                                                                    tmp_path: Path) -> None:
+    """2 gloo ranks: 3 steps (in epoch 1's middle: 2 steps per epoch and rank) resumed to 6 = 6 straight."""
+    ddp = ["trainer=ddp_cpu", "trainer.strategy=ddp_spawn", "trainer.max_steps=6", "data.num_workers=0"]
+    straight = _cfg(stream_set, tmp_path / "a", *ddp)
+    assert train(straight)["global_step"] == 6
+    first = _cfg(stream_set, tmp_path / "b", *ddp, "+callbacks.stop._target_=tests.helpers.probes.StopAt",
+                 "+callbacks.stop.step=3")
+    assert train(first)["global_step"] == 3
+    resumed = _cfg(stream_set, tmp_path / "c", *ddp, f"resume={first.paths.output_dir}")
+    assert train(resumed)["global_step"] == 6
+    assert tensor_dicts_equal(_weights(first), _weights(straight))
+
+
 # --- mistakes: one line, exit 2 ------------------------------------------------------------------------
 def _prepare(capsys: pytest.CaptureFixture[str], *overrides: str) -> str:
     with pytest.raises(SystemExit) as exc:
