@@ -213,6 +213,19 @@ def test_the_padding_column() -> None:
         assert pads_in_forward or padding.startswith(("none needed", "inside spandrel's DAT attention"))
 
 
+def test_input_range_handling(tmp_path: Path) -> None:
+    """docs/ZOO.md's Input range: which classes shift by the DIV2K mean and scale by img_range."""
+    div2k = torch.tensor([0.4488, 0.4371, 0.4040]).view(1, 3, 1, 1)
+    for name in CONFIGS:
+        net = build(_model_cfg(name, 2, tmp_path, *SMALL[name]))
+        if name in ("swinir_light", "swinir", "hat_s", "dat_light"):
+            assert net.img_range == 1.0 and torch.equal(net.mean, div2k), name
+        elif name == "span":
+            assert net.img_range == 255.0 and net.is_norm and torch.equal(net.mean, div2k)
+        else:  # used as is
+            assert not hasattr(net, "img_range") and not hasattr(net, "mean"), name
+
+
 def test_omnisr_needs_nine_pixels(tmp_path: Path) -> None:
     """OmniSR pads to a multiple of its window (8), and its ESA block's pooling needs the padded 16."""
     net = build(_model_cfg("omnisr", 2, tmp_path, *SMALL["omnisr"])).eval()
