@@ -352,3 +352,14 @@ def test_config_mistakes_are_one_line(override: str, message: str, tmp_path: Pat
         build(_model_cfg("swinir_light", 2, tmp_path, override))
     assert "\n" not in str(err.value)
 
+
+
+def test_realesrgan_x2plus_is_another_layout(tmp_path: Path) -> None:
+    """RealESRGAN_x2plus's layout (the x4 network on a 2x pixel-unshuffled input: 12 input channels) loads in
+    spandrel as x2, but differs from what ``model=esrgan data.scale=2`` builds (docs/ZOO.md)."""
+    x2plus = spandrel_class("ESRGAN")(in_nc=12, out_nc=3, num_filters=8, num_blocks=1, scale=4,
+                                      shuffle_factor=2)
+    descriptor = spandrel.ModelLoader().load_from_state_dict(x2plus.state_dict())
+    assert descriptor.scale == 2 and "unshuffle" in descriptor.tags
+    ours = build(_model_cfg("esrgan", 2, tmp_path, *SMALL["esrgan"])).state_dict()
+    assert ours["model.0.weight"].shape[1] == 3 != x2plus.state_dict()["model.0.weight"].shape[1]
