@@ -138,8 +138,9 @@ def optimize(args: list[str]) -> None:
         raise ConfigError(f"workers={workers} is not allowed: expected an integer >= 1")
     result = optimize_folder(opts["input"], opts["output"], int(workers) if workers else None, opts["format"],
                              opts["chunk_bytes"])
-    for file, reason in result.skipped:
-        print(f"pspl-data: skipped {file}: {reason}", file=sys.stderr)
+    for file, reason in result.skipped:  # the reason names the file already (the image reader's message)
+        print(f"pspl-data: skipped {reason if reason.startswith(file) else f'{file}: {reason}'}",
+              file=sys.stderr)
     size = f", {result.bytes_on_disk / 1e6:.1f} MB" if result.bytes_on_disk is not None else ""
     skipped = f"; skipped {len(result.skipped)}" if result.skipped else ""
     print(f"wrote {result.images} images ({opts['format']}{size}) to {opts['output']} in "
