@@ -12,10 +12,13 @@ import contextlib
 import copy
 import io
 import logging
-import multiprocessing as mp
+import os
 import pickle
 import re
 import signal
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -118,37 +121,39 @@ def _export_and_check(net: nn.Module, name: str, path: Path, half: bool,
 
 
 def _isolated(name: str, fn: Callable[..., OnnxReport], *args: Any) -> OnnxReport:
-    """``fn(*args)`` in a fresh interpreter (multiprocessing's spawn: a forked child of a process that has
-    run torch can hang on an inherited lock); a child killed by a signal becomes an
-    :class:`OnnxExportError` naming ``name``, an exception in it is raised here."""
-    ctx = mp.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, torch.get_num_threads(), fn, args), daemon=True)
-    proc.start()
-    send.close()
-    try:
-        kind, value = receive.recv()
-    except EOFError:  # the child died without a word: a crash in native code
-        proc.join()
-        code = proc.exitcode or 0
-        why = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width (torch's "
-                              f"exporter crashed: {why}); export .safetensors or .pth instead") from None
-    proc.join()
+    """``fn(*args)`` in a child interpreter (``python -m pspl_lightning.export.onnx``; not a fork, whose
+    child can hang on a lock inherited from a process that ran torch, and not multiprocessing's spawn,
+    which re-runs a calling script without a ``__main__`` guard). A crashed child becomes an
+    :class:`OnnxExportError` naming ``name``; an exception in it is raised here."""
+    with tempfile.TemporaryDirectory() as tmp:
+        job, result = Path(tmp) / "job.pt", Path(tmp) / "result.pt"
+        torch.save((torch.get_num_threads(), fn, args), job)  # our own file, read back by our own child
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                          os.environ.get("PYTHONPATH")]))}
+        done = subprocess.run([sys.executable, "-m", "pspl_lightning.export.onnx", str(job), str(result)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if not result.is_file():
+            code = done.returncode
+            why = f"signal {signal.Signals(-code).name}" if code < 0 else \
+                f"exit status {code}: {(done.stderr.strip().splitlines() or [''])[-1][:200]}"
+            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width (torch's "
+                                  f"exporter crashed: {why}); export .safetensors or .pth instead")
+        kind, value = torch.load(result, weights_only=False)
     if kind == "error":
         raise value
     return value
 
 
-def _child(send: Any, threads: int, fn: Callable[..., OnnxReport], args: tuple) -> None:
-    """The spawned process: run ``fn`` with the parent's thread count and send ("ok", report) or
-    ("error", exception) to the parent."""
+def _child(job: str, result: str) -> None:
+    """The child: run the job with the parent's thread count; write ("ok", report) or ("error", exception)."""
+    threads, fn, args = torch.load(job, weights_only=False)
     torch.set_num_threads(threads)
     try:
         outcome: tuple[str, Any] = ("ok", fn(*args))
-    except BaseException as exc:  # sent to the parent, which raises it
+    except BaseException as exc:  # handed to the parent, which raises it
         outcome = ("error", exc if _picklable(exc) else RuntimeError(traceback.format_exc()))
-    send.send(outcome)
+    torch.save(outcome, result)
 
 
 def _picklable(exc: BaseException) -> bool:
@@ -170,3 +175,7 @@ def _quiet():
             yield
     finally:
         onnx_log.setLevel(level)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2])
