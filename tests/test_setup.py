@@ -6,6 +6,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -85,3 +86,20 @@ def test_this_environment_is_one_of_the_tested_stacks() -> None:
     installed["torch"] = installed["torch"].split("+")[0]
     column = 0 if installed["torch"] == table["torch"][0] else 1
     assert installed == {k: table[k][column] for k in installed}
+
+
+def test_torch_deprecation_raised_by_lightning_is_not_printed_in_runs() -> None:
+    """torch 2.14 deprecates ``LeafSpec``, which Lightning 2.6 builds at every run's first step."""
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+
+    from pspl_lightning.cli.lightning_notices import quiet_lightning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        _tree_flatten(1)
+        quiet_lightning()
+        _tree_flatten(1)
+    leafspec = [w for w in seen if "LeafSpec" in str(w.message)]
+    warned_before = Version(version("torch").split("+")[0]) >= Version("2.14")  # and none after
+    assert len(leafspec) == int(warned_before)
