@@ -37,6 +37,7 @@ def _assert_one_line(proc: subprocess.CompletedProcess, *names: str) -> None:
     assert 'File "' not in out and "Traceback" not in out, out[-2000:]
     line = next(ln for ln in out.splitlines() if names[0] in ln)
     assert all(name in line for name in names), line
+    assert out.splitlines().count(line) == 1, out[-2000:]  # said once, not by every wrapper on the way out
 
 
 def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], bool]]:

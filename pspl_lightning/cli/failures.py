@@ -94,6 +94,8 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
             try:
                 return fn(*args, **kwargs)
             except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
+                if type(exc) is SystemExit:  # an exit already decided and said (by an inner entry point)
+                    raise
                 err = expected_failure(exc)
                 if err is None or full_error_wanted():
                     raise
