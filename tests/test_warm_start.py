@@ -89,7 +89,7 @@ def _bare_x2_state(tmp_path: Path) -> tuple[dict[str, torch.Tensor], Path]:
 def test_bare_state_dict_loads_by_shape(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A bare state dict of a network spandrel does not know (MSRResNet) records no scale: x2 -> x4 keeps
     every tensor whose shape matches (the first x2 stage of the x4 upsampler and the HR convs), unless the
-    caller names the source scale. A bare EDSR state dict has its scale detected (spandrel)."""
+    caller names the source scale."""
     torch.manual_seed(0)
     state = MSRResNet(2, **SMALL).state_dict()
     path = tmp_path / "msrresnet_x2.pth"
@@ -105,6 +105,10 @@ def test_bare_state_dict_loads_by_shape(tmp_path: Path, caplog: pytest.LogCaptur
     assert sorted(report.skipped) == sorted(k for k in state if k.startswith("tail."))
     assert not any(k.startswith("tail.") for k in report.loaded)
 
+
+def test_bare_edsr_state_dict_has_its_scale_detected(tmp_path: Path) -> None:
+    """spandrel (the zoo extra) recognises a bare EDSR state dict and its scale: x2 -> x4 skips the tail."""
+    pytest.importorskip("spandrel")
     edsr_state, edsr_path = _bare_x2_state(tmp_path)
     report = load_matching_weights(EDSR(4, **SMALL), edsr_path)
     assert report.source_scale == 2
