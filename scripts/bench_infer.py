@@ -34,13 +34,14 @@ from pspl_lightning.export.onnx import write_onnx
 from pspl_lightning.inference.loading import load_network
 
 
-def build_network(model: str, scale: int, overrides: list[str]) -> tuple[torch.nn.Module, str]:
-    """``configs/model/<model>.yaml`` at ``scale`` (random weights), and its name for the JSON line."""
+def build_network(model: str, scale: int, overrides: list[str]) -> tuple[torch.nn.Module, dict]:
+    """``configs/model/<model>.yaml`` at ``scale`` (random weights), and its resolved config."""
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"model={model}", f"data.scale={scale}",
                                                       "paths.output_dir=unused", *overrides])
     torch.manual_seed(0)
-    return instantiate(OmegaConf.to_container(cfg.model, resolve=True)).eval(), model
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    return instantiate(model_cfg).eval(), model_cfg
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,13 +61,14 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     if args.ckpt:
         loaded = load_network(args.ckpt)
-        net, name, scale = loaded.net, loaded.describe(), loaded.scale
+        net, name, scale, model_cfg = loaded.net, loaded.describe(), loaded.scale, loaded.model_config
     else:
-        net, name = build_network(args.model, args.scale, args.overrides)
-        scale = args.scale
+        net, model_cfg = build_network(args.model, args.scale, args.overrides)
+        name, scale = args.model, args.scale
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "net.onnx"
-        report = write_onnx(net, name, onnx_path)
+        own = str(model_cfg.get("_target_", "")).startswith("pspl_lightning.")  # else the child unpickles net
+        report = write_onnx(net, name, onnx_path, model_config=model_cfg if own else None)
         options = ort.SessionOptions()
         if args.threads:
             options.intra_op_num_threads = args.threads

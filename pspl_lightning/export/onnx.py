@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from pspl_lightning.atomic import atomic_path
 from pspl_lightning.errors import ConfigError, UserError
@@ -66,12 +66,15 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
-               check_size: tuple[int, int] = CHECK_SIZE) -> OnnxReport:
+               check_size: tuple[int, int] = CHECK_SIZE, model_config: dict[str, Any] | None = None
+               ) -> OnnxReport:
     """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``.
 
     The export runs in a child process: torch 2.14's exporter crashes its process (a segmentation fault in
-    its decompositions) on some architectures, e.g. SPAN, whose forward pass re-parameterises its
-    convolutions; the parent then refuses in one line naming the architecture.
+    its decompositions) on some architectures, e.g. SPAN; the parent then refuses in one line naming the
+    architecture. The child rebuilds the network from ``model_config`` (a ``_target_`` config) and its
+    state dict, or unpickles ``net`` when no config is given; the check compares the child's onnxruntime
+    output with ``net``'s own output here.
     """
     try:
         import onnx  # noqa: F401
@@ -81,18 +84,38 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
         raise ConfigError(f"output=*.onnx needs the optional packages ({exc}): "
                           "pip install -e '.[onnx]'") from None
     net = net.to("cpu").eval()
+    spec = (("config", model_config, {k: v.detach() for k, v in net.state_dict().items()})
+            if model_config is not None else ("module", net))
+    x = torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = net(x.clone()).numpy()
     with atomic_path(out) as tmp:
-        return _isolated(name, _export_and_check, net, name, tmp, half, check_size)
+        seconds, got = _isolated(name, _export_and_run, spec, name, tmp, half, x)
+        if got.shape != ref.shape:
+            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
+                                  f"exported graph gives {got.shape} for a {tuple(x.shape)} input, PyTorch "
+                                  f"{ref.shape}; export .safetensors or .pth instead")
+    return OnnxReport(seconds, check_size, float(np.abs(got - ref).max()))
 
 
-def _export_and_check(net: nn.Module, name: str, path: Path, half: bool,
-                      check_size: tuple[int, int]) -> OnnxReport:
+def _network(spec: tuple) -> nn.Module:
+    if spec[0] == "module":
+        return spec[1]
+    from hydra.utils import instantiate
+
+    net = instantiate(spec[1])
+    net.load_state_dict(spec[2])
+    return net.eval()
+
+
+def _export_and_run(spec: tuple, name: str, path: Path, half: bool, x: Tensor) -> tuple[float, np.ndarray]:
+    """In the child: export the network of ``spec`` to ``path``; (seconds, onnxruntime's output for x)."""
     from torch.export import Dim
 
+    net = _network(spec)
     dtype = torch.float16 if half else torch.float32
     export_net = copy.deepcopy(net).half() if half else net
-    gen = torch.Generator().manual_seed(0)
-    example = torch.rand(1, 3, *EXPORT_SIZE, generator=gen).to(dtype)
+    example = torch.rand(1, 3, *EXPORT_SIZE, generator=torch.Generator().manual_seed(1)).to(dtype)
     dims = ({2: Dim("height", min=1), 3: Dim("width", min=1)},)
     start = time.perf_counter()
     try:
@@ -103,24 +126,17 @@ def _export_and_check(net: nn.Module, name: str, path: Path, half: bool,
         raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width "
                               f"({_first_line(exc)}); export .safetensors or .pth instead") from None
     seconds = time.perf_counter() - start
-    x = torch.rand(1, 3, *check_size, generator=gen)
     try:
         got = run_onnx(path, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
     except Exception as exc:
-        size = f"{check_size[1]}x{check_size[0]}"
+        size = f"{x.shape[-1]}x{x.shape[-2]}"
         raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
                               f"exported graph fails at {size} ({_first_line(exc)}); "
                               f"export .safetensors or .pth instead") from None
-    with torch.no_grad():
-        ref = net(x.clone()).numpy()
-    if got.shape != ref.shape:
-        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
-                              f"exported graph gives {got.shape} for a {tuple(x.shape)} input, PyTorch "
-                              f"{ref.shape}; export .safetensors or .pth instead")
-    return OnnxReport(seconds, check_size, float(np.abs(got - ref).max()))
+    return seconds, got
 
 
-def _isolated(name: str, fn: Callable[..., OnnxReport], *args: Any) -> OnnxReport:
+def _isolated(name: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a child interpreter (``python -m pspl_lightning.export.onnx``; not a fork, whose
     child can hang on a lock inherited from a process that ran torch, and not multiprocessing's spawn,
     which re-runs a calling script without a ``__main__`` guard). A crashed child becomes an
