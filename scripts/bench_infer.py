@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     eager_ms, ort_ms = 1000 * statistics.median(eager_s), 1000 * statistics.median(ort_s)
     result = {
         "model": name, "scale": scale, "lr_size": args.size, "threads": torch.get_num_threads(),
-        "repeats": args.repeats, "torch_eager_ms": round(eager_ms, 3), "onnxruntime_ms": round(ort_ms, 3),
+        "repeats": args.repeats, "torch_eager_ms": round(eager_ms, 6), "onnxruntime_ms": round(ort_ms, 6),
         "ratio": round(eager_ms / ort_ms, 4), "max_abs_diff": diff, "export_s": round(report.seconds, 2),
         "export_check_max_abs_diff": report.max_abs_diff, "torch": torch.__version__,
         "onnxruntime": ort.__version__, "cpu": platform.processor() or platform.machine(),
