@@ -1,5 +1,5 @@
 """What Lightning prints that does not apply to a ``pspl-train`` run, filtered out by its exact words:
-the advertisement for its cloud logger, torch 2.14's deprecation of ``LeafSpec`` (raised from Lightning's
+the advertisement for its cloud logger, torch's deprecation of ``LeafSpec`` (raised from Lightning's
 own code at every run's first step: nothing a user can act on), and the warning that a run resumed
 mid-epoch has a loader that is not resumable (the project's sampler resumes exactly, from the seed and
 the batches already taken: ``tests/test_faults.py::test_resume_reproduces_the_uninterrupted_run``)."""
