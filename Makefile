@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# Test processes (pytest-xdist): one per core on the 2-core CI machines; each test file stays in one process
+# (its module fixtures are built once). TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: setup train test test-all test-oldest lint
 
@@ -19,10 +23,10 @@ train: setup  ## EDSR-baseline x2 with PSPL on the sample set; pass overrides wi
 	$(BIN)/pspl-train $(ARGS)
 
 test: setup  ## the default (fast) test suite
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 test-all: setup  ## every test, slow ones included
-	$(BIN)/python -m pytest -q -m "slow or not slow" $(ARGS)
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_PARALLEL) $(ARGS)
 
 OLDEST ?= .venv-oldest
 $(OLDEST)/.installed: pyproject.toml Makefile requirements/oldest.txt
@@ -33,7 +37,7 @@ $(OLDEST)/.installed: pyproject.toml Makefile requirements/oldest.txt
 	touch $@
 
 test-oldest: $(OLDEST)/.installed  ## the default suite on the lowest declared versions (requirements/oldest.txt)
-	$(OLDEST)/bin/python -m pytest -q $(ARGS)
+	$(OLDEST)/bin/python -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -50,13 +50,15 @@ class Barrier(Callback):
 
 
 class ExitAtStep(Callback):
-    """Test probe: the job's process dies at ``step`` with exit code ``code`` (as if killed); 0: never."""
+    """Test probe: the job's process dies at ``step`` with exit code ``code`` (as if killed); 0: never.
+    With ``in_job``, only the sweep job numbered ``in_job`` dies (``job``: ``${hydra:job.num}``)."""
 
-    def __init__(self, code: int, step: int = 1) -> None:
+    def __init__(self, code: int, step: int = 1, job: int | None = None, in_job: int | None = None) -> None:
         self.code, self.step = code, step
+        self.dies = in_job is None or job == in_job
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if self.code and trainer.global_step >= self.step:
+        if self.code and self.dies and trainer.global_step >= self.step:
             os._exit(self.code)
 
 
@@ -137,27 +139,38 @@ def test_entry_point_imports_nothing_optional_and_names_the_missing_extra(
 
 
 def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path, tmp_path: Path) -> None:
+    """Four jobs, two at a time, each on its own device with its own W&B run; the last job's process dies at
+    its first step (as if killed), which ends that job only: the sweep reports it and exits 0."""
     barrier = tmp_path / "barrier"
     proc = _sweep([*SWEEP, f"data.root={sample_root}", "trainer=cpu", "trainer.max_steps=2", "logger=wandb",
                    "hydra.launcher.n_jobs=2", "hydra.launcher.gpus_per_job=1",
                    "hydra.launcher.visible_gpus=[4,7]",
                    "+callbacks.barrier._target_=tests.test_parallel_sweep.Barrier",
                    f"+callbacks.barrier.folder={barrier}", "+callbacks.barrier.parties=2",
+                   "+callbacks.crash._target_=tests.test_parallel_sweep.ExitAtStep",
+                   "+callbacks.crash.code=9",
+                   "+callbacks.crash.job=${hydra:job.num}", "+callbacks.crash.in_job=3",
                    "loss.alpha=0.5,2", "loss.max_weight=1,3"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "#3 (" in log and "ended without a result" in log and "jobs [3] failed" in log
     jobs = _jobs(tmp_path)
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
+    assert not (jobs[3] / "metrics.json").exists()
     wandb_ids, overrides, records = set(), set(), []
     for job in jobs:
-        assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
         assert "Sweep job" in (job / "train.log").read_text()  # its own log, with what it was given
-        runs = list((job / "wandb").glob("offline-run-*"))
-        assert len(runs) == 1, f"{job}: expected one W&B run, got {runs}"
-        wandb_ids.add(runs[0].name.rsplit("-", 1)[-1])
         overrides.add(tuple(line for line in (job / ".hydra" / "overrides.yaml").read_text().splitlines()
                             if "loss." in line))
         records.append(json.loads((job / "launch.json").read_text()))
-    assert len(wandb_ids) == 4 and len(overrides) == 4
+        if job.name == "3":
+            continue
+        assert json.loads((job / "metrics.json").read_text())["global_step"] == 2
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1, f"{job}: expected one W&B run, got {runs}"
+        wandb_ids.add(runs[0].name.rsplit("-", 1)[-1])
+    assert len(wandb_ids) == 3 and len(overrides) == 4
+    assert records[3]["end"] is None  # the dead job's process never reached its end
 
     threads = max(1, cpu_cores() // 2)
     assert [r["job"] for r in records] == [0, 1, 2, 3] and len({r["pid"] for r in records}) == 4
@@ -166,24 +179,12 @@ def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path,
         assert r["CUDA_VISIBLE_DEVICES"] == ["4", "7"][r["slot"]]
         assert r["torch_threads"] == threads and r["OMP_NUM_THREADS"] == str(threads)
     assert _overlap(records[0], records[1])  # the first two ran at the same time
-    for a in records:  # never more than 2 at once, never two at once on the same device
-        concurrent = [b for b in records if b is not a and _overlap(a, b)]
+    finished = records[:3]
+    for a in finished:  # never more than 2 at once, never two at once on the same device
+        concurrent = [b for b in finished if b is not a and _overlap(a, b)]
         assert len(concurrent) <= 1
         assert all(b["CUDA_VISIBLE_DEVICES"] != a["CUDA_VISIBLE_DEVICES"] for b in concurrent)
-
-
-def test_a_dead_job_does_not_end_the_parallel_sweep(sample_root: Path, tmp_path: Path) -> None:
-    proc = _sweep([*SWEEP, f"data.root={sample_root}", "trainer=cpu", "trainer.max_steps=2", "logger=csv",
-                   "hydra.launcher.n_jobs=2",
-                   "+callbacks.crash._target_=tests.test_parallel_sweep.ExitAtStep",
-                   "+callbacks.crash.code=9,0,0"], tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert "#0 (" in log and "ended without a result" in log and "jobs [0] failed" in log
-    jobs = _jobs(tmp_path)
-    assert not (jobs[0] / "metrics.json").exists()
-    assert [json.loads((j / "metrics.json").read_text())["global_step"] for j in jobs[1:]] == [2, 2]
-    assert json.loads((jobs[1] / "launch.json").read_text())["CUDA_VISIBLE_DEVICES"] == ""  # CPU jobs
+    assert records[3]["start"] >= min(r["end"] for r in finished)  # the last job waited for a free slot
 
 
 def test_bad_launcher_settings_stop_before_any_job(sample_root: Path, tmp_path: Path) -> None:
@@ -219,4 +220,5 @@ def test_sigterm_to_the_sweep_checkpoints_every_running_job(sample_root: Path, t
     for job in jobs:
         ckpt = torch.load(job / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
         assert 0 < ckpt["global_step"] < 100000
+        assert json.loads((job / "launch.json").read_text())["CUDA_VISIBLE_DEVICES"] == ""  # CPU jobs
     assert "1 jobs did not start" in out

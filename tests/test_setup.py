@@ -104,3 +104,26 @@ def test_torch_deprecation_raised_by_lightning_is_not_printed_in_runs() -> None:
             quiet_lightning()
             _tree_flatten(1)
     assert (leafspec(before), leafspec(after)) == (1, 0)  # torch 2.13 and 2.14 both warn
+
+
+def test_make_test_runs_two_workers_by_file() -> None:
+    """README, Development: `make test` runs the files in TEST_WORKERS processes (default 2), by file."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^TEST_WORKERS \?= 2$", makefile, re.M)
+    assert re.search(r"^PYTEST_PARALLEL := -n \$\(TEST_WORKERS\) --dist loadfile$", makefile, re.M)
+    (test_target,) = re.findall(r"^test: setup.*\n\t(.*)$", makefile, re.M)
+    assert "$(PYTEST_PARALLEL)" in test_target
+    assert any(re.match(r"pytest-xdist\b", d) for d in _project()["optional-dependencies"]["dev"])
+
+
+def test_each_worker_computes_with_its_share_of_the_cores() -> None:
+    """Under xdist, this process and what it starts (OMP_NUM_THREADS) use cores // workers threads."""
+    import os
+
+    import torch
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is None:
+        pytest.skip("a make test worker's setting (this run has no xdist workers)")
+    share = max(1, len(os.sched_getaffinity(0)) // int(workers))
+    assert os.environ["OMP_NUM_THREADS"] == str(share) and torch.get_num_threads() == share
