@@ -19,6 +19,7 @@ from pspl_lightning.callbacks.guards import refuse_nonfinite_checkpoint
 from pspl_lightning.callbacks.pace import Pace
 from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.fast_paths import prepare_network
+from pspl_lightning.legacy import model_config
 from pspl_lightning.loop_state import align_logged_step
 from pspl_lightning.losses.paced import PacedLoss
 from pspl_lightning.metrics import PSNR, SSIM
@@ -62,6 +63,8 @@ class SRModule(L.LightningModule):
         if on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"on_nonfinite={on_nonfinite!r} is not allowed: expected 'stop' or 'skip'")
         net, loss = _plain(net), _plain(loss)
+        if isinstance(net, Mapping):  # a checkpoint of an older run may hold model.init_from
+            net = model_config(net)
         hparams = {"net": net, "loss": loss, "scale": int(scale), "optimizer": _plain(optimizer) or ADAM,
                    "scheduler": _plain(scheduler) or NO_DECAY, "val_set_names": list(val_set_names),
                    "on_nonfinite": on_nonfinite, "channels_last": channels_last, "compile": compile}

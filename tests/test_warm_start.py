@@ -193,3 +193,28 @@ def test_bare_weights_of_another_network_are_refused(tmp_path: Path) -> None:
         load_matching_weights(net, path)
     for key, value in net.state_dict().items():
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+def test_a_checkpoint_that_records_model_init_from_still_loads_and_resumes(
+        x2_checkpoint: Path, train_cfg: Callable[..., DictConfig], tmp_path: Path) -> None:
+    """Runs before init_from became a top-level key recorded it inside the model config (the module's
+    ``net`` and the run's ``model``): loading that checkpoint, reading its weights and continuing its folder
+    all still work, the key ignored (its weights are in the checkpoint already)."""
+    from pspl_lightning.cli.run_folder import check_same_run
+    from pspl_lightning.inference.loading import load_network
+    from pspl_lightning.module import SRModule
+
+    old = torch.load(x2_checkpoint, map_location="cpu", weights_only=True)
+    old["hyper_parameters"]["net"]["init_from"] = "/runs/x2/last.ckpt"
+    old["pspl_config"]["model"]["init_from"] = "/runs/x2/last.ckpt"
+    path = tmp_path / "old.ckpt"
+    torch.save(old, path)
+
+    module = SRModule.load_from_checkpoint(path, map_location="cpu")
+    assert "init_from" not in module.hparams.net
+    net_weights = {k: v for k, v in old["state_dict"].items() if k.startswith("net.")}
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in net_weights.items())
+    assert load_network(path).describe() == "EDSR(n_feats=8, n_resblocks=1, res_scale=1.0) x2"
+    check_same_run(train_cfg("data.scale=2"), path)  # a requeued job of that run continues it
+    with pytest.raises(ConfigError, match=r"holds a checkpoint of another run \(model was"):
+        check_same_run(train_cfg("data.scale=2", "model.n_feats=16"), path)

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pspl_lightning.errors import ConfigError
+from pspl_lightning.legacy import model_config
 
 log = logging.getLogger("pspl_lightning")
 
@@ -95,7 +96,9 @@ def check_same_run(cfg: DictConfig, ckpt: Path) -> None:
     """Refuse to continue a folder's checkpoint that another configuration wrote (a reused run folder)."""
     import torch  # only when a folder already holds a checkpoint
 
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("pspl_config") or {}
+    saved = dict(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("pspl_config") or {})
+    if isinstance(saved.get("model"), dict):  # an older run's model config may hold init_from
+        saved["model"] = model_config(saved["model"])
     current = resolved_config(cfg)
     for key in SAME_RUN_KEYS:
         old, new = (OmegaConf.select(OmegaConf.create(c), key, default=None) for c in (saved, current))

@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from pspl_lightning.errors import CheckpointError
+from pspl_lightning.legacy import model_config
 
 FORMAT = "pspl-weights/1"
 _IGNORED_MODEL_KEYS = ("scale", "_partial_", "_convert_", "_recursive_")
@@ -160,8 +161,7 @@ def _read_weights(path: Path, ema: bool) -> StoredWeights:
         state = {k[4:]: v for k, v in weights.items() if k.startswith("net.")}
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
-        model = dict(run.get("model") or {})
-        model.pop("init_from", None)  # recorded inside ``model`` by runs before it became a top-level key
+        model = model_config(run.get("model") or {})
         scale = run.get("data", {}).get("scale", model.get("scale"))
         output_dir = (run.get("paths") or {}).get("output_dir")
         info = {"run_id": Path(str(output_dir)).name if output_dir else None,
