@@ -144,21 +144,39 @@ def test_readme_shows_the_committed_evidence() -> None:
         if line.startswith("|"):
             assert line in section, f"README lacks the table line {line!r} of {table}"
     pspl, l1 = numbers["arms"]["pspl"], numbers["arms"]["l1"]
-    diffs = sorted(numbers["paired_diff"].values())
+    n = len(numbers["seeds"])
     prose = " ".join(section.split())
-    assert f"PSPL is ahead in {numbers['wins']} of {len(numbers['seeds'])} seeds" in prose
+    assert f"for each of the seeds {numbers['seeds'][0]} to {numbers['seeds'][-1]}" in prose and n >= 5
+    # SSIM: wins, mean paired difference, its range and t-test
+    ssim = numbers["ssim"]
+    ssim_diffs = sorted(ssim["paired_diff"].values())
+    assert f"weighs its pixels by: PSPL is ahead in {ssim['wins']} of {n} seeds" in prose
+    assert (f"mean paired difference is {ssim['mean_diff']:+.5f} (from {ssim_diffs[0]:+.5f} to "
+            f"{ssim_diffs[-1]:+.5f})") in prose
+    test = stats.ttest_1samp(ssim_diffs, 0.0)
+    assert f"t = {test.statistic:.2f}, p = {test.pvalue:.3f} ({n - 1} degrees of freedom)" in prose
+    assert test.pvalue < 0.05 and ssim["wins"] == n  # "yes, by a small and consistent margin"
+    assert f"small: {ssim['mean_diff']:.1%} of the SSIM scale" in prose
+    # PSNR: the same figures
+    diffs = sorted(numbers["paired_diff"].values())
+    assert f"PSNR-Y: PSPL is ahead in {numbers['wins']} of {n} seeds" in prose
     assert f"mean paired difference (same seed, PSPL minus L1) is {numbers['mean_diff']:+.2f} dB" in prose
     assert f"range from {diffs[0]:.2f} to {diffs[-1]:+.2f} dB" in prose
     test = stats.ttest_1samp(diffs, 0.0)
-    assert f"t = {test.statistic:.2f}, p = {test.pvalue:.2f} ({len(diffs) - 1} degrees of freedom)" in prose
+    assert f"t = {test.statistic:.2f}, p = {test.pvalue:.2f} ({n - 1} degrees of freedom)" in prose
+    assert test.pvalue > 0.05  # "not measurably"
     assert f"(std {pspl['std']:.2f} dB for PSPL, {l1['std']:.2f} dB for L1)" in prose
+    ahead = [a > b for a, b in zip(pspl["mean_curve"], l1["mean_curve"], strict=True)]
+    first = ahead.index(True)
+    last = first + (ahead[first:] + [False]).index(False) - 1  # the first stretch where PSPL's mean is above
+    assert f"above L1's from step {pspl['steps'][first]} to {pspl['steps'][last]}," in prose
     assert (f"L1's final mean ({numbers['target']:.2f} dB) at step {pspl['mean_first_reach']} and L1's at "
             f"step {l1['mean_first_reach']}") in prose
     # the earlier commit's run quoted beside it, whose L1 runs are the same
     earlier = json.loads((root / "docs" / "figures" / "pspl_vs_l1_cd97c5e.json").read_text())
     assert (f"ahead in {earlier['wins']} of 3 seeds by {earlier['mean_diff']:+.2f} ± "
             f"{earlier['std_diff']:.2f} dB") in prose
-    assert earlier["arms"]["l1"]["final"] == l1["final"]
+    assert earlier["arms"]["l1"]["final"] == {s: l1["final"][s] for s in earlier["arms"]["l1"]["final"]}
     # make train's figure (BENCHMARKS.md): seed 42 with one thread is the evidence's PSPL run of seed 42
     benchmarks = (root / "docs" / "BENCHMARKS.md").read_text()
     figure = benchmarks[benchmarks.index("## The `make train` figure"):]
@@ -166,7 +184,7 @@ def test_readme_shows_the_committed_evidence() -> None:
     assert f"{pspl['final']['42']:.4f} dB with `OMP_NUM_THREADS=1`" in figure
     assert f"and {earlier['arms']['pspl']['final']['42']:.4f} dB (1 thread)" in figure
     finals = sorted(pspl["final"].values())
-    assert f"PSPL ends between {finals[0]:.2f} and {finals[-1]:.2f} dB over seeds 42-44" in figure
+    assert f"PSPL ends between {finals[0]:.2f} and {finals[-1]:.2f} dB over seeds 42-46" in figure
 
 
 def test_the_readme_command_runs_as_written() -> None:
