@@ -75,17 +75,3 @@ def train_cfg(tmp_path: Path, sample_root: Path) -> Callable[..., DictConfig]:
 
     return make
 
-
-# The files that take longest (worker-seconds of `make test`, measured on 2 idle cores: test_scale_out 124,
-# test_export 99, test_zoo 88, test_parallel_sweep 79, test_faults 64, ...). Under xdist they are handed out
-# first, so no long file starts last while the other worker has nothing left (longest first).
-LONGEST_FIRST = ("test_scale_out.py", "test_export.py", "test_zoo.py", "test_parallel_sweep.py",
-                 "test_faults.py", "test_user_errors.py", "test_stream.py", "test_resume.py",
-                 "test_bench_infer.py", "test_faults_round3.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With xdist workers, the longest files first (the same order in every worker: a stable sort)."""
-    if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
