@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         name, scale = args.model, args.scale
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "net.onnx"
-        own = str(model_cfg.get("_target_", "")).startswith("pspl_lightning.")  # else the child unpickles net
-        report = write_onnx(net, name, onnx_path, model_config=model_cfg if own else None)
+        report = write_onnx(net, name, onnx_path, model_config=model_cfg)
         options = ort.SessionOptions()
         if args.threads:
             options.intra_op_num_threads = args.threads

@@ -11,13 +11,15 @@ import pytest
 # Explicitly, whatever the caller's shell says: tests never log to W&B unless they set the mode themselves.
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["WANDB_SILENT"] = "true"
+
+from pspl_lightning.launch.devices import cpu_cores  # noqa: E402  - imports no torch
+
 # Under pytest-xdist (make test: one worker per core) each worker and every process it starts gets its
 # share of the cores, set before torch is imported: two workers of two OpenMP threads each on two cores spin
 # against each other. The same count in a test's process and its subprocesses keeps bit-for-bit comparisons
 # valid.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ and "OMP_NUM_THREADS" not in os.environ:
-    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cpu_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.global_hydra import GlobalHydra  # noqa: E402
@@ -74,4 +76,3 @@ def train_cfg(tmp_path: Path, sample_root: Path) -> Callable[..., DictConfig]:
         return compose_config("train", [*base, f"data.root={sample_root}", *overrides], tmp_path)
 
     return make
-

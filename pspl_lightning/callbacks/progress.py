@@ -10,8 +10,7 @@ class ProgressBar(RichProgressBar):
     bounded by ``max_steps`` (max_epochs -1, as every config here is); then the title is "Epoch N" alone."""
 
     def _get_train_description(self, current_epoch: int) -> str:
-        description = super()._get_train_description(current_epoch).rstrip()
         max_epochs = self.trainer.max_epochs
-        if max_epochs is not None and max_epochs < 1:
-            description = f"Epoch {current_epoch}"
-        return f"{description:{len(self.validation_description)}}"
+        if max_epochs is None or max_epochs >= 1:
+            return super()._get_train_description(current_epoch)
+        return f"{f'Epoch {current_epoch}':{len(self.validation_description)}}"  # padded as Lightning pads

@@ -88,9 +88,8 @@ def export_model(ckpt: str | Path, output: str | Path, ema: bool = True, half: b
     if out.suffix == ".onnx":
         from pspl_lightning.export.onnx import write_onnx
 
-        own = str(loaded.model_config.get("_target_", "")).startswith("pspl_lightning.")  # zoo included
         report = write_onnx(loaded.net, name, out, half=half, check_size=CHECK_SIZE,
-                            model_config=loaded.model_config if own else None)
+                            model_config=loaded.model_config)
         precision = "fp16" if half else "fp32"
         lines.append(f"Wrote {out} in {report.seconds:.1f} s: ONNX, {precision}, input 'input' 1x3xHxW RGB "
                      f"in [0, 1], height and width dynamic, output 1x3x{loaded.scale}Hx{loaded.scale}W")

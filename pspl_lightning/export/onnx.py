@@ -72,9 +72,9 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
 
     The export runs in a child process: torch 2.14's exporter crashes its process (a segmentation fault in
     its decompositions) on some architectures, e.g. SPAN; the parent then refuses in one line naming the
-    architecture. The child rebuilds the network from ``model_config`` (a ``_target_`` config) and its
-    state dict, or unpickles ``net`` when no config is given; the check compares the child's onnxruntime
-    output with ``net``'s own output here.
+    architecture. The child rebuilds the network from ``model_config`` (a ``_target_`` config naming a
+    ``pspl_lightning`` class) and its state dict, or else unpickles ``net``; the check compares the child's
+    onnxruntime output with ``net``'s own output here.
     """
     try:
         import onnx  # noqa: F401
@@ -84,8 +84,10 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
         raise ConfigError(f"output=*.onnx needs the optional packages ({exc}): "
                           "pip install -e '.[onnx]'") from None
     net = net.to("cpu").eval()
+    rebuildable = model_config is not None and str(model_config.get("_target_", "")).startswith(
+        "pspl_lightning.")  # the project's networks and the zoo; another class is unpickled instead
     spec = (("config", model_config, {k: v.detach() for k, v in net.state_dict().items()})
-            if model_config is not None else ("module", net))
+            if rebuildable else ("module", net))
     x = torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = net(x.clone()).numpy()
