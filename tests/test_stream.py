@@ -10,7 +10,9 @@ import contextlib
 import importlib.util
 import io
 import json
+import logging
 import multiprocessing
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,7 +66,8 @@ class ImageProbe(Callback):
 
 @pytest.fixture(scope="module")
 def stream_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``pspl-data optimize`` (2 workers) of 8 images and one undecodable file; what it printed."""
+    """``pspl-data optimize`` (2 workers) of 8 images and one undecodable file; what it printed, and what
+    litdata logged."""
     root = tmp_path_factory.mktemp("stream")
     for i in range(IMAGES):
         write_png(root / "HR" / f"img{i}.png", _image(i))
@@ -72,11 +75,20 @@ def stream_set(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     write_png(root / "val" / "img3.png", _image(3))
     out, err = io.StringIO(), io.StringIO()
     start_method = multiprocessing.get_start_method()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        data_main(["optimize", f"input={root / 'HR'}", f"output={root / 'lit'}", "workers=2"])
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("litdata").addHandler(handler)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            data_main(["optimize", f"input={root / 'HR'}", f"output={root / 'lit'}", "workers=2",
+                       "min_size=40"])
+    finally:
+        logging.getLogger("litdata").removeHandler(handler)
     # litdata switches the process to spawn; optimize puts it back (loader workers stay forked, and fast)
     assert multiprocessing.get_start_method() == start_method
-    return {"root": root, "lit": root / "lit", "stdout": out.getvalue(), "stderr": err.getvalue()}
+    return {"root": root, "lit": root / "lit", "stdout": out.getvalue(), "stderr": err.getvalue(),
+            "logged": logged}
 
 
 def test_optimize_writes_every_decodable_image_and_reports_the_bad_one(stream_set: dict[str, Any]) -> None:
@@ -262,10 +274,72 @@ def test_folder_without_index_is_one_line(stream_set: dict[str, Any], tmp_path: 
     assert "pspl-data optimize" in err
 
 
-def test_patch_larger_than_the_smallest_image_is_one_line(stream_set: dict[str, Any],
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    err = _prepare(capsys, *_inputs(stream_set), "data.patch_size=64")
-    assert "img0.png is 64x48 (WxH): smaller than the HR patch of 64 pixels" in err
+def test_images_smaller_than_the_patch_are_passed_over_with_a_count(
+        stream_set: dict[str, Any], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Image i is (48 + 4i) x 64: at patch 64, images 0-3 are too small; training goes on without them (each
+    index of theirs serves the next image) instead of stopping."""
+    dm = StreamDataModule(input_dir=str(stream_set["lit"]), patch_size=64, progress=False, cache_dir=None,
+                          val_sets=["val"], val_hr_dir=str(stream_set["root"] / "val"))
+    with caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+    assert lines[-1].startswith("skipped 4 of 8 streamed images smaller than the HR patch of 64 pixels")
+    assert sorted(line.split()[1].rsplit("/", 1)[-1] for line in lines[:-1]) == [f"img{i}" for i in range(4)]
+    served = {int(dm.train_pairs[i][0, 0, 0] - 10) // 25 for i in range(IMAGES)}
+    assert served == {4, 5, 6, 7}
+    capsys.readouterr()
+    err = _prepare(capsys, *_inputs(stream_set), "data.patch_size=128")
+    assert err.startswith("all 8 streamed images are smaller than the HR patch of 128 pixels")
+
+
+def test_litdata_says_nothing_of_accounts_or_cache_sizes(stream_set: dict[str, Any]) -> None:
+    said = stream_set["stdout"] + stream_set["stderr"] + " ".join(stream_set["logged"])
+    assert "Create an account" not in said and "max_cache_size is unset" not in said
+    assert "start_method" not in said and "Workers are ready" not in said
+
+
+def test_a_missing_input_dir_is_said_not_to_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _prepare(capsys, f"data.input_dir={tmp_path / 'nowhere'}", f"data.val_hr_dir={tmp_path}")
+    assert f"data.input_dir={tmp_path / 'nowhere'} does not exist" in err and "litdata index" not in err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "remove"])
+def test_a_truncated_or_missing_chunk_is_one_line(stream_set: dict[str, Any], tmp_path: Path, damage: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    lit = shutil.copytree(stream_set["lit"], tmp_path / "lit")
+    chunk = sorted(lit.glob("chunk-*.bin"))[0]
+    size = chunk.stat().st_size
+    if damage == "truncate":
+        chunk.write_bytes(chunk.read_bytes()[: size // 2])
+    else:
+        chunk.unlink()
+    err = _prepare(capsys, f"data.input_dir={lit}", f"data.val_hr_dir={stream_set['root'] / 'val'}")
+    state = f"is {size // 2} bytes where index.json says {size}" if damage == "truncate" else "is missing"
+    assert err == (f"data.input_dir={lit}: chunk {chunk.name} {state} (truncated or partly copied); copy the "
+                   f"folder again or write it anew with pspl-data optimize")
+
+
+def test_optimize_with_a_bad_chunk_size_is_one_line_at_once(stream_set: dict[str, Any], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.perf_counter()
+    with pytest.raises(SystemExit) as exc:
+        data_main(["optimize", f"input={stream_set['root'] / 'HR'}", f"output={tmp_path / 'out'}",
+                   "chunk_bytes=lots"])
+    assert exc.value.code == 2 and time.perf_counter() - start < 2
+    assert capsys.readouterr().err.strip() == (
+        "Invalid configuration: chunk_bytes=lots is not allowed: expected a positive size such as 64MB, "
+        "256MB or 1GB (units b, kb, mb, gb, tb)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_on_a_stream_without_input_dir_is_one_line_and_leaves_no_folder(tmp_path: Path) -> None:
+    """It was a 25-line MissingMandatoryValue with a run folder left behind."""
+    cfg = compose_config("train", [*TINY, "data=stream", "logger=csv"], tmp_path)
+    with pytest.raises(ConfigError, match=r"^data.input_dir is not set: give the folder \(or s3://...\) that "
+                                          r"pspl-data optimize wrote$"):
+        train(cfg)
+    assert not Path(cfg.paths.output_dir).exists() or list(Path(cfg.paths.output_dir).iterdir()) == []
 
 
 @pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9", None])

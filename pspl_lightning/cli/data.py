@@ -1,8 +1,11 @@
 """``pspl-data``: prepare data ahead of training.
 
-    pspl-data prepare data=div2k data.root=/data/DIV2K data.cache_dir=/fast/cache [data.val_sets=[...]]
+    pspl-data prepare data=div2k data.root=/data/DIV2K data.cache_dir=/fast/cache [workers=N] [...]
         checks the layout of the data config that ``pspl-train`` would use with the same overrides, and
-        builds its decoded cache (one-time; training then starts at once).
+        builds its decoded cache (one-time; training then starts at once) in ``workers`` threads (default:
+        every core), with images done, rate and time left; interrupted (Ctrl-C), it keeps the finished
+        images and the same command builds the rest. Training images smaller than the patch are skipped
+        (one line each and a count).
     pspl-data make-lr HR_DIR OUT_DIR --scale 2 3 4
         writes MATLAB-bicubic LR images ``OUT_DIR/X<s>/<name>x<s>.png`` (the benchmark layout); existing
         files are kept.
@@ -10,9 +13,11 @@
         writes one 8-bit PNG ``LR_DIR/<name>.png`` per HR image under a degradation (any
         ``degradation.*`` override works), the same image ``pspl-train``/``pspl-eval`` make for it; existing
         files are replaced only with ``overwrite=true``.
-    pspl-data optimize input=HR_DIR output=OUT_DIR_OR_S3_URL [workers=N] [format=uint8|png]
-        writes the HR images into litdata chunks for ``data=stream data.input_dir=OUT``; undecodable images
-        are skipped (one line each); an existing, non-empty output is refused.
+    pspl-data optimize input=HR_DIR output=OUT_DIR_OR_S3_URL [workers=N] [format=uint8|png] [min_size=96]
+        writes the HR images of HR_DIR and its subfolders (named by their path under it) into litdata
+        chunks for ``data=stream data.input_dir=OUT``; undecodable images and those whose shorter side is
+        below ``min_size`` are skipped (one line each and a count); two images of one name (``a.png``,
+        ``a.jpg``) and an existing, non-empty output are refused.
 """
 
 from __future__ import annotations
@@ -43,7 +48,15 @@ def _train_config(overrides: list[str]):
 
 
 def prepare(overrides: list[str]) -> dict:
-    """Compose the training config with ``overrides``, check its data and build the decoded cache."""
+    """Compose the training config with ``overrides``, check its data and build the decoded cache
+    (``workers=N`` is ``data.cache_workers=N``)."""
+    overrides = list(overrides)
+    for i, arg in enumerate(overrides):
+        key, sep, value = arg.partition("=")
+        if key == "workers" and sep:
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"workers={value} is not allowed: expected an integer >= 1")
+            overrides[i] = f"data.cache_workers={value}"
     cfg = _train_config(overrides)
     dm = instantiate(cfg.data)
     start = time.perf_counter()
@@ -115,12 +128,13 @@ def degrade(args: list[str]) -> list[Path]:
     return files
 
 
-OPTIMIZE_OPTIONS = {"input": None, "output": None, "workers": None, "format": "uint8", "chunk_bytes": "64MB"}
+OPTIMIZE_OPTIONS = {"input": None, "output": None, "workers": None, "format": "uint8", "chunk_bytes": "64MB",
+                    "min_size": None}
 
 
 def optimize(args: list[str]) -> None:
     """``input=`` HR folder -> ``output=`` litdata chunks (see :mod:`pspl_lightning.data.optimize`)."""
-    from pspl_lightning.data.optimize import optimize_folder
+    from pspl_lightning.data.optimize import DEFAULT_MIN_SIZE, check_chunk_bytes, optimize_folder
 
     opts = dict(OPTIMIZE_OPTIONS)
     for arg in args:
@@ -133,16 +147,23 @@ def optimize(args: list[str]) -> None:
         raise ConfigError("pspl-data optimize needs input=<folder of HR images> and output=<new folder or "
                           "s3://bucket/path>, e.g. pspl-data optimize input=DIV2K/DIV2K_train_HR "
                           "output=div2k_lit")
-    workers = opts["workers"]
+    workers, min_size = opts["workers"], opts["min_size"] or str(DEFAULT_MIN_SIZE)
     if workers is not None and not workers.isdigit():
         raise ConfigError(f"workers={workers} is not allowed: expected an integer >= 1")
+    if not min_size.isdigit() or int(min_size) < 1:
+        raise ConfigError(f"min_size={min_size} is not allowed: expected an integer >= 1 (pixels of the "
+                          f"shorter side; default {DEFAULT_MIN_SIZE}, the HR patch of the x2 configs)")
     result = optimize_folder(opts["input"], opts["output"], int(workers) if workers else None, opts["format"],
-                             opts["chunk_bytes"])
+                             check_chunk_bytes(opts["chunk_bytes"]), min_size=int(min_size))
     for file, reason in result.skipped:  # the reason names the file already (the image reader's message)
         print(f"pspl-data: skipped {reason if reason.startswith(file) else f'{file}: {reason}'}",
               file=sys.stderr)
+    for line in result.too_small:
+        print(f"pspl-data: skipped {line}", file=sys.stderr)
     size = f", {result.bytes_on_disk / 1e6:.1f} MB" if result.bytes_on_disk is not None else ""
-    skipped = f"; skipped {len(result.skipped)}" if result.skipped else ""
+    counts = [f"{len(result.skipped)} undecodable"] if result.skipped else []
+    counts += [f"{len(result.too_small)} smaller than min_size={min_size}"] if result.too_small else []
+    skipped = f"; skipped {', '.join(counts)}" if counts else ""
     print(f"wrote {result.images} images ({opts['format']}{size}) to {opts['output']} in "
           f"{result.seconds:.1f} s{skipped}")
 
@@ -160,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p_prepare = sub.add_parser("prepare", help="check a data config and build its decoded cache")
-    p_prepare.add_argument("overrides", nargs="*", help="Hydra overrides, as for pspl-train")
+    p_prepare.add_argument("overrides", nargs="*", help="Hydra overrides, as for pspl-train; workers=N: "
+                           "decoding threads (default: every core)")
     p_lr = sub.add_parser("make-lr", help="write MATLAB-bicubic LR images for a folder of HR images")
     p_lr.add_argument("hr_dir", type=Path)
     p_lr.add_argument("out_dir", type=Path)
@@ -170,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                        "data.scale=<s> [seed=<n>] [device=cpu] [overwrite=false] [degradation.*=...]")
     p_opt = sub.add_parser("optimize", help="write a folder of HR images into litdata chunks (data=stream)")
     p_opt.add_argument("args", nargs="*", help="input=<dir> output=<dir or s3://...> [workers=N] "
-                       "[format=uint8|png] [chunk_bytes=64MB]")
+                       "[format=uint8|png] [chunk_bytes=64MB] [min_size=96]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import resource
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,17 @@ import numpy as np
 
 from pspl_lightning.atomic import atomic_path
 from pspl_lightning.data.io import read_image
-from pspl_lightning.errors import DataNotFoundError
+from pspl_lightning.errors import DataNotFoundError, UserError
 from pspl_lightning.imresize import make_lr
+from pspl_lightning.launch.devices import cpu_cores
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+
+
+class CacheInterrupted(UserError):
+    """Building the cache was interrupted (Ctrl-C); finished entries are kept, the message says so."""
 
 
 @dataclass(frozen=True)
@@ -124,18 +128,30 @@ class DecodedCache:
         if not stale:
             return 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        workers = workers or min(8, os.cpu_count() or 1)
+        workers = workers or cpu_cores()  # every core: decoding and writing release the GIL
         n_built = sum(len(v) for v in stale.values())
         log.info("Decoded cache %s: building %d of %d arrays (%d threads)", self.cache_dir, n_built,
                  len(items), workers)
-        from rich.progress import Progress
+        from pspl_lightning.data.progress import image_progress
 
-        with Progress(disable=not progress, transient=False) as bar, ThreadPoolExecutor(workers) as pool:
-            task = bar.add_task(f"decoding into {self.cache_dir}", total=len(stale))
-            futures = [pool.submit(self._build_source, src, its) for src, its in stale.items()]
-            for future in futures:
-                future.result()  # re-raises the first failure (it names the file)
-                bar.advance(task)
+        pool = ThreadPoolExecutor(workers)
+        done = 0
+        try:
+            with image_progress(disable=not progress) as bar:
+                task = bar.add_task(f"decoding into {self.cache_dir}", total=len(stale))
+                futures = [pool.submit(self._build_source, src, its) for src, its in stale.items()]
+                for future in as_completed(futures):
+                    future.result()  # re-raises the first failure (it names the file)
+                    done += 1
+                    bar.advance(task)
+        except BaseException as exc:  # Ctrl-C or a bad image: the entries written so far stay valid
+            pool.shutdown(wait=True, cancel_futures=True)
+            if isinstance(exc, KeyboardInterrupt):
+                raise CacheInterrupted(f"interrupted after {done} of {len(stale)} images; the decoded cache "
+                                       f"{self.cache_dir} keeps them: run the same command again to build "
+                                       f"the other {len(stale) - done}") from None
+            raise
+        pool.shutdown()
         return n_built
 
     def shape(self, item: CacheItem) -> tuple[int, int, int]:

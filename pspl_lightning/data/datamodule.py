@@ -44,6 +44,7 @@ from pspl_lightning.data.sample import build_sample_set, sample_pairs
 from pspl_lightning.data.sampling import ResumableRandomSampler, ShardSampler
 from pspl_lightning.degradations.base import Degradation, resolve_degradation
 from pspl_lightning.errors import ConfigError, DataError
+from pspl_lightning.launch.devices import cpu_cores
 from pspl_lightning.loop_state import LazyStartDataLoader, batches_done_in_epoch
 
 log = logging.getLogger(__name__)
@@ -68,12 +69,14 @@ class PairedSRDataModule(L.LightningDataModule):
     own_val_set = "val"  # the name under which ``own_val_files`` is listed in ``val_sets``
 
     def __init__(self, scale: int = 2, patch_size: int = 96, batch_size: int = 16, repeat: int = 1,
-                 augment: bool = True, num_workers: int = 0, pin_memory: bool | None = None,
+                 augment: bool = True, num_workers: int | None = 0, pin_memory: bool | None = None,
                  persistent_workers: bool = True, cache_dir: str | None = None,
                  cache_workers: int | None = None, val_sets: Sequence[str] | None = None,
                  benchmark_root: str | None = None, progress: bool = True, seed: int = 0,
                  degradation: Any = None) -> None:
         super().__init__()
+        if num_workers is None:  # as many as the cores allow (torch warns beyond them), at most 4
+            num_workers = min(4, cpu_cores())
         for key, value, least in (("scale", scale, 1), ("patch_size", patch_size, 1),
                                   ("batch_size", batch_size, 1), ("repeat", repeat, 1),
                                   ("num_workers", num_workers, 0)):

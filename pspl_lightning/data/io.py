@@ -65,7 +65,30 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
         Image.fromarray(img).save(tmp, format="PNG")
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
+def list_images(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (and, with ``recursive``, in its subfolders, as LSDIR nests them), sorted
+    by path."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def image_name(path: Path, folder: Path) -> str:
+    """The name of an image of ``folder``: its path relative to the folder, without the extension
+    (``0001000/0000001`` for LSDIR's ``0001000/0000001.png``)."""
+    return Path(path).relative_to(folder).with_suffix("").as_posix()
+
+
+def unique_names(files: list[Path], folder: Path, key: str) -> list[str]:
+    """The name of each file (:func:`image_name`); a DataError naming ``key`` and both files when two share
+    one (``dup.png`` and ``dup.jpg`` would be one image in the cache's, the stream's and the LR's eyes)."""
+    seen: dict[str, Path] = {}
+    names = []
+    for f in files:
+        name = image_name(f, folder)
+        if name in seen:
+            raise DataError(f"{key}={folder}: {seen[name].name} and {f.name} share the name {name!r} (the "
+                            f"extension is not part of an image's name); rename or remove one of them")
+        seen[name] = f
+        names.append(name)
+    return names

@@ -11,11 +11,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from pspl_lightning.data.io import IMAGE_EXTENSIONS, list_images
+from pspl_lightning.data.io import IMAGE_EXTENSIONS, image_name, list_images, unique_names
 from pspl_lightning.data.pairs import PathPair
 from pspl_lightning.errors import DataError, DataNotFoundError
 
 log = logging.getLogger(__name__)
+_said: set[str] = set()  # notes already logged by this process (prepare_data and setup both list the files)
 
 DIV2K_LAYOUT = ("expected the DIV2K layout {root}/DIV2K_train_HR/0001.png ... 0800.png and "
                 "{root}/DIV2K_valid_HR/0801.png ... 0900.png, optionally with LR images in "
@@ -43,7 +44,8 @@ def div2k_files(root: Path, split: str, indices: range, scale: int, key: str) ->
         raise DataNotFoundError(f"DIV2K folder {hr_dir} does not exist; {layout}")
     lr_dir = root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
     has_lr = lr_dir.is_dir()
-    if not has_lr:
+    if not has_lr and str(lr_dir) not in _said:
+        _said.add(str(lr_dir))
         log.info("%s not found: LR images are made from %s with MATLAB bicubic", lr_dir, hr_dir)
     pairs: list[PathPair] = []
     for i in indices:
@@ -60,13 +62,15 @@ def div2k_files(root: Path, split: str, indices: range, scale: int, key: str) ->
 
 
 def folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key: str) -> list[PathPair]:
-    """(LR or None, HR) for every image of ``hr_dir``; LR files are ``<stem>x<s>.<ext>`` or ``<stem>.<ext>``
-    in ``lr_dir`` (or its ``X<s>`` subfolder)."""
+    """(LR or None, HR) for every image of ``hr_dir`` and its subfolders; the LR file of ``<name>.<ext>``
+    (``name``: the path under ``hr_dir``) is ``<name>x<s>.<ext>`` or ``<name>.<ext>`` under ``lr_dir`` (or
+    its ``X<s>`` subfolder). Two images of one name (``dup.png``, ``dup.jpg``) are an error."""
     hr_dir = Path(hr_dir).expanduser()
     if not hr_dir.is_dir():
         raise DataNotFoundError(f"data.{key} {hr_dir} does not exist; expected a folder of HR images "
                                 f"({', '.join(IMAGE_EXTENSIONS)})")
-    hr_files = list_images(hr_dir)
+    hr_files = list_images(hr_dir, recursive=True)
+    names = unique_names(hr_files, hr_dir, f"data.{key}")
     if not hr_files:
         raise DataNotFoundError(f"data.{key} {hr_dir} holds no images "
                                 f"(expected {', '.join(IMAGE_EXTENSIONS)})")
@@ -79,13 +83,13 @@ def folder_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int, key:
         raise DataNotFoundError(f"LR folder {lr_dir} does not exist; expected LR images named "
                                 f"<name>x{scale}.png or <name>.png for each HR image, or leave the LR folder "
                                 f"null to make them")
-    by_stem = {p.stem: p for p in list_images(lr_dir)}
+    by_name = {image_name(p, lr_dir): p for p in list_images(lr_dir, recursive=True)}
     pairs: list[PathPair] = []
-    for hr in hr_files:
-        lr = by_stem.get(f"{hr.stem}x{scale}") or by_stem.get(hr.stem)
+    for hr, name in zip(hr_files, names, strict=True):
+        lr = by_name.get(f"{name}x{scale}") or by_name.get(name)
         if lr is None:
-            raise DataNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {hr.stem}x{scale}.<ext> or "
-                                    f"{hr.stem}.<ext>)")
+            raise DataNotFoundError(f"no LR image for {hr} in {lr_dir} (expected {name}x{scale}.<ext> or "
+                                    f"{name}.<ext>)")
         pairs.append((lr, hr))
     return pairs
 

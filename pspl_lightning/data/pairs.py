@@ -3,8 +3,10 @@ checks that name the offending files. An LR file of ``None`` means: make it from
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -14,7 +16,37 @@ from pspl_lightning.data.io import read_image
 from pspl_lightning.errors import DataError
 from pspl_lightning.imresize import make_lr
 
+log = logging.getLogger(__name__)
+
 PathPair = tuple[Path | None, Path]  # (LR file or None, HR file)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class TooSmallError(DataError):
+    """An image whose shorter side is below the training patch; ``short`` says so in a few words."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+def skip_too_small(candidates: Sequence[T], load: Callable[[T], R], patch: str) -> list[R]:
+    """``load`` of every candidate, leaving out those it finds smaller than the ``patch`` (a
+    :class:`TooSmallError`): one line each, then the count; a DataError when none is left."""
+    kept, skipped = [], []
+    for candidate in candidates:
+        try:
+            kept.append(load(candidate))
+        except TooSmallError as exc:
+            skipped.append(exc)
+    if skipped and not kept:
+        raise DataError(f"all {len(skipped)} training images are smaller than {patch}, e.g. {skipped[0]}")
+    for exc in skipped:
+        log.warning("skipped %s", exc.short)
+    if skipped:
+        log.warning("skipped %d of %d training images smaller than %s", len(skipped), len(candidates), patch)
+    return kept
 
 
 def _lr_name(lr_path: Path | None, hr_path: Path, scale: int) -> str:
@@ -33,10 +65,11 @@ def check_pair_shape(lr_shape: tuple[int, ...], hr_shape: tuple[int, ...], scale
             f"{lw * scale}x{lh * scale} (up to {scale - 1} extra pixels), but it is {hw}x{hh}"
         )
     if min(lh, lw) < min_lr_size:
-        raise DataError(
-            f"{_lr_name(lr_path, hr_path, scale)} is {lw}x{lh} (WxH): smaller than the LR patch of "
-            f"{min_lr_size} pixels (data.patch_size / data.scale); lower data.patch_size or remove the image"
-        )
+        name = _lr_name(lr_path, hr_path, scale)
+        raise TooSmallError(
+            f"{name} is {lw}x{lh} (WxH): smaller than the LR patch of {min_lr_size} pixels "
+            f"(data.patch_size / data.scale); lower data.patch_size or remove the image",
+            f"{hr_path} ({hw}x{hh}, WxH): its x{scale} LR is below the LR patch of {min_lr_size} pixels")
 
 
 def align_pair(lr: np.ndarray, hr: np.ndarray, scale: int, lr_path: Path | None, hr_path: Path) -> ImagePair:
@@ -55,8 +88,10 @@ def load_pair(lr_path: Path | None, hr_path: Path, scale: int, min_lr_size: int 
 
 
 def load_pairs(paths: Sequence[PathPair], scale: int, min_lr_size: int = 0) -> list[ImagePair]:
-    """Decode every pair into memory, aligned; ``min_lr_size`` rejects LR images smaller than a patch."""
-    return [load_pair(lr_path, hr_path, scale, min_lr_size) for lr_path, hr_path in paths]
+    """Decode every pair into memory, aligned; with ``min_lr_size`` (training) pairs whose LR is smaller
+    than a patch are skipped (one line each and a count)."""
+    return skip_too_small(paths, lambda p: load_pair(p[0], p[1], scale, min_lr_size),
+                          f"the LR patch of {min_lr_size} pixels")
 
 
 def cache_items(paths: Sequence[PathPair], scale: int) -> list[CacheItem]:
@@ -74,9 +109,12 @@ def mapped_pairs(paths: Sequence[PathPair], scale: int, cache: DecodedCache, min
     :func:`load_pairs` from the array headers alone."""
     items = cache_items(paths, scale)
     cache.ensure(items, workers=workers, progress=progress)
-    entries = []
-    for (lr_path, hr_path), hr_item, lr_item in zip(paths, items[0::2], items[1::2], strict=True):
+
+    def entry(i: int) -> tuple[Path, Path, tuple[int, int]]:
+        (lr_path, hr_path), hr_item, lr_item = paths[i], items[2 * i], items[2 * i + 1]
         lr_shape, hr_shape = cache.shape(lr_item), cache.shape(hr_item)
         check_pair_shape(lr_shape, hr_shape, scale, lr_path, hr_path, min_lr_size)
-        entries.append((cache.array_path(lr_item), cache.array_path(hr_item), lr_shape[:2]))
+        return cache.array_path(lr_item), cache.array_path(hr_item), lr_shape[:2]
+
+    entries = skip_too_small(range(len(paths)), entry, f"the LR patch of {min_lr_size} pixels")
     return MappedPairs(entries, scale)

@@ -12,6 +12,7 @@ epoch while it is in memory (``group_images`` images at a time, their patches sh
 from __future__ import annotations
 
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,22 +27,29 @@ from pspl_lightning.data.datasets import HRPatchDataset, collate_patches
 from pspl_lightning.data.hr_images import modcropped_size
 from pspl_lightning.data.layouts import folder_val_pairs
 from pspl_lightning.data.optimize import SIDECAR, check_reachable, decode_item, is_remote, require_litdata
-from pspl_lightning.data.pairs import PathPair
+from pspl_lightning.data.pairs import PathPair, TooSmallError
 from pspl_lightning.data.sampling import _SEED_STRIDE, ResumableRandomSampler
 from pspl_lightning.degradations.standard import Bicubic
 from pspl_lightning.errors import ConfigError, DataError, DataNotFoundError
 from pspl_lightning.loop_state import LazyStartDataLoader
 
+log = logging.getLogger(__name__)
 
-def _read_index(folder: Path, key: str) -> list[int]:
-    """Items per chunk, from litdata's ``index.json`` of ``folder``; checks that it holds our HR images."""
+
+def _read_index(folder: Path, key: str, local: bool = True) -> list[int]:
+    """Items per chunk, from litdata's ``index.json`` of ``folder``; checks that it holds our HR images and,
+    for a ``local`` folder, that every chunk file is there whole."""
     index_file = folder / "index.json"
+    if local and not folder.exists():
+        raise DataNotFoundError(f"{key}={folder} does not exist; expected a folder written by pspl-data "
+                                f"optimize input=<HR folder> output={folder}")
     if not index_file.is_file():
         raise DataNotFoundError(f"{key}={folder} has no litdata index ({index_file} not found): write the "
                                 f"folder with pspl-data optimize input=<HR folder> output={folder}")
     try:
         index = json.loads(index_file.read_text())
         chunks = [int(c["chunk_size"]) for c in index["chunks"]]
+        files = [(str(c["filename"]), int(c["chunk_bytes"])) for c in index["chunks"]]
         fields = set(index["config"]["types"])
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{index_file}: not a litdata index ({exc!r})") from None
@@ -50,6 +58,13 @@ def _read_index(folder: Path, key: str) -> list[int]:
                         f"pspl-data optimize")
     if not sum(chunks):
         raise DataError(f"{key}={folder} holds no images")
+    for name, size in files if local else ():
+        chunk = folder / name
+        found = chunk.stat().st_size if chunk.is_file() else None
+        if found != size:
+            state = "is missing" if found is None else f"is {found} bytes where index.json says {size}"
+            raise DataError(f"{key}={folder}: chunk {name} {state} (truncated or partly copied); copy the "
+                            f"folder again or write it anew with pspl-data optimize")
     return chunks
 
 
@@ -69,7 +84,8 @@ def open_stream(input_dir: str, max_cache_size: int | str, cache_dir: str | None
 
 class StreamedImages(Sequence[np.ndarray]):
     """The optimized HR images as a sequence, read on demand; each process opens its own
-    ``StreamingDataset`` and keeps the ``keep`` most recently read images (pickles without them)."""
+    ``StreamingDataset`` and keeps the ``keep`` most recently read images (pickles without them). An image
+    smaller than ``min_size`` is passed over: its place is taken by the next one of the stream."""
 
     def __init__(self, input_dir: str, length: int, max_cache_size: int | str, cache_dir: str | None,
                  scale: int, min_size: int, keep: int) -> None:
@@ -77,9 +93,10 @@ class StreamedImages(Sequence[np.ndarray]):
         self.cache_dir, self.scale, self.min_size, self.keep = cache_dir, scale, min_size, keep
         self._dataset: Any = None
         self._recent: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._small: set[int] = set()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_dataset": None, "_recent": OrderedDict()}
+        return {**self.__dict__, "_dataset": None, "_recent": OrderedDict(), "_small": set()}
 
     def __len__(self) -> int:
         return self.length
@@ -98,13 +115,22 @@ class StreamedImages(Sequence[np.ndarray]):
         return name, image[:h, :w]
 
     def __getitem__(self, index: int) -> np.ndarray:  # type: ignore[override]
-        index = int(index)
-        if index not in self._recent:
-            self._recent[index] = self.read(index)[1]
-            while len(self._recent) > self.keep:
-                self._recent.popitem(last=False)
-        self._recent.move_to_end(index)
-        return self._recent[index]
+        for step in range(self.length):
+            i = (int(index) + step) % self.length
+            if i in self._small:
+                continue
+            if i not in self._recent:
+                try:
+                    self._recent[i] = self.read(i)[1]
+                except TooSmallError:
+                    self._small.add(i)
+                    continue
+                while len(self._recent) > self.keep:
+                    self._recent.popitem(last=False)
+            self._recent.move_to_end(i)
+            return self._recent[i]
+        raise DataError(f"data.input_dir={self.input_dir}: every image is smaller than the HR patch of "
+                        f"{self.min_size} pixels; lower data.patch_size")
 
 
 class GroupedStreamSampler(ResumableRandomSampler):
@@ -170,6 +196,7 @@ class StreamDataModule(PairedSRDataModule):
         if self.degradation is None:  # HR-only batches need a degradation for their LR: MATLAB bicubic
             self.degradation = Bicubic(self.scale)
         self.chunk_sizes: list[int] = []
+        self._said_small = 0  # the patch size whose too-small images were reported already
 
     def train_files(self) -> list[PathPair]:
         return []  # streamed, not files
@@ -184,14 +211,32 @@ class StreamDataModule(PairedSRDataModule):
             self._check_smallest(Path(self.input_dir) / SIDECAR)
             return chunks
         dataset = open_stream(self.input_dir, self.max_cache_size, self.stream_cache_dir)
-        return _read_index(Path(dataset.input_dir.path), "data.input_dir")
+        return _read_index(Path(dataset.input_dir.path), "data.input_dir", local=False)
 
     def _check_smallest(self, sidecar: Path) -> None:
-        """The patch size against the smallest image that ``pspl-data optimize`` recorded."""
-        if sidecar.is_file():
-            small = json.loads(sidecar.read_text())["smallest"]
-            size = (small["height"], small["width"])
-            modcropped_size(size, self.scale, Path(small["file"]), self.patch_size)
+        """Count the images that ``pspl-data optimize`` recorded as smaller than the patch (one line each
+        and the count; training passes over them); all of them is an error."""
+        if not sidecar.is_file():
+            return
+        meta = json.loads(sidecar.read_text())
+        small = meta["smallest"]
+        sizes = meta.get("sizes") or {Path(small["file"]).stem: [small["height"], small["width"]]}
+        folder = Path(self.input_dir)
+        too_small = []
+        for name, size in sizes.items():
+            try:
+                modcropped_size(size, self.scale, folder / name, self.patch_size)
+            except TooSmallError as exc:
+                too_small.append(exc)
+        if too_small and len(too_small) == len(sizes) == meta["images"]:
+            raise DataError(f"all {len(sizes)} streamed images are smaller than the HR patch of "
+                            f"{self.patch_size} pixels, e.g. {too_small[0]}")
+        for exc in too_small if self._said_small != self.patch_size else ():
+            log.warning("skipped %s", exc.short)
+        if too_small and self._said_small != self.patch_size:
+            log.warning("skipped %d of %d streamed images smaller than the HR patch of %d pixels (their "
+                        "patches come from the next image)", len(too_small), meta["images"], self.patch_size)
+        self._said_small = self.patch_size
 
     def prepare_data(self) -> None:
         self._open_index()
