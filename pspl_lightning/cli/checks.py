@@ -10,6 +10,8 @@ Hydra already rejects unknown keys (configs are in struct mode: ``loss.alpah=1``
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
 
 from pspl_lightning.errors import ConfigError
+from pspl_lightning.gan_config import check_gan_config
 from pspl_lightning.pace import check_pace
 
 
@@ -33,13 +36,24 @@ def _require(key: str, value: Any, ok: bool, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
+def _set_at(cfg: DictConfig, key: str) -> str:
+    """The key a user set for ``key``: the key it interpolates when it is ``${other.key}``
+    (``trainer.max_steps`` follows ``schedule.max_steps``), else ``key`` itself."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    raw = OmegaConf.to_container(node, resolve=False).get(leaf) if isinstance(node, DictConfig) else None
+    if isinstance(raw, str) and re.fullmatch(r"\$\{[\w.]+\}", raw):
+        return _set_at(cfg, raw[2:-1])
+    return key
+
+
 def check_train_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for a config that would fail or silently misbehave during training."""
     max_steps = cfg.trainer.max_steps
-    _require("trainer.max_steps", max_steps, _is_int(max_steps) and max_steps > 0,
+    _require(_set_at(cfg, "trainer.max_steps"), max_steps, _is_int(max_steps) and max_steps > 0,
              "a positive number of optimizer steps")
     lr = OmegaConf.select(cfg, "optimizer.lr", default=1.0)
-    _require("optimizer.lr", lr, _is_number(lr) and lr > 0, "a learning rate > 0")
+    _require("optimizer.lr", lr, _is_number(lr) and 0 < lr < math.inf, "a learning rate > 0 (finite)")
     gamma = cfg.schedule.lr_gamma
     _require("schedule.lr_gamma", gamma, _is_number(gamma) and 0 < gamma <= 1, "a factor in (0, 1]")
     scale, patch = cfg.data.scale, cfg.data.patch_size
@@ -56,6 +70,7 @@ def check_train_config(cfg: DictConfig) -> None:
         check_pace(alpha, beta, unit, max_steps)
     _check_milestones(list(cfg.schedule.get("lr_milestones") or []), max_steps)
     _check_init_from(cfg)
+    check_gan_config(cfg)  # +recipe=realesrgan: VGG weights at hand, what manual optimization allows
     root = cfg.data.get("root")
     is_sample = str(cfg.data.get("_target_", "")).endswith("SampleDataModule")  # built on first use
     if root is not None and not is_sample and not Path(str(root)).is_dir():
