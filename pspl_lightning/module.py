@@ -186,6 +186,7 @@ class SRModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        refuse_nonfinite_checkpoint(checkpoint, self.global_step)  # every save, every rank: never a NaN file
+        # every save, every rank: never a NaN file (the trainer: the message names the checkpoint kept)
+        refuse_nonfinite_checkpoint(checkpoint, self.global_step, self._trainer)
         if self.run_config is not None:
             checkpoint["pspl_config"] = self.run_config

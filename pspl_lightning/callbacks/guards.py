@@ -55,7 +55,7 @@ class LastCheckpoint(Callback):
         if trainer.received_sigterm:
             # SIGTERMException follows this step and on_exception saves: refuse non-finite weights here, where
             # raising leaves Lightning's shutdown intact (an exception out of on_exception skips its teardown)
-            refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, step)
+            refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, step, trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Always: this validation's results (best score, loop progress) belong in the checkpoint.
@@ -99,25 +99,47 @@ def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | Non
     return name, t[~torch.isfinite(t)].flatten()[0].item()
 
 
-def _diverged(name: str, value: float, step: int, what: str) -> TrainingDiverged:
+def kept_checkpoint(trainer: L.Trainer | None) -> Path | None:
+    """The newest checkpoint file this run has written (its ``checkpoints/last.ckpt``, or the best one
+    that ``ModelCheckpoint`` kept), else None."""
+    if trainer is None:
+        return None
+    paths = [cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint)]
+    paths += [Path(p) for cb in trainer.checkpoint_callbacks
+              for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")) if p]
+    existing = [p for p in paths if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def _diverged(name: str, value: float, step: int, what: str, trainer: L.Trainer | None) -> TrainingDiverged:
+    """The one line of a divergence: names the checkpoint that is kept, or says that none was written."""
+    kept = kept_checkpoint(trainer)
+    if kept is not None:
+        keeps = f"the last good checkpoint is kept: {kept}"
+    elif trainer is not None:
+        keeps = "no checkpoint was written yet"
+    else:  # a caller that knows no trainer: no checkpoint with a non-finite weight is ever written
+        keeps = "no checkpoint with a non-finite weight is written"
     return TrainingDiverged(
-        f"non-finite weight {name} = {value} at step {step}; {what}, the last good checkpoint is kept in the "
-        f"run's checkpoints/ folder (lower optimizer.lr, or set trainer.gradient_clip_val)"
+        f"non-finite weight {name} = {value} at step {step}; {what}, {keeps} (lower optimizer.lr, or set "
+        f"trainer.gradient_clip_val)"
     )
 
 
-def refuse_nonfinite_checkpoint(checkpoint: Mapping[str, Any], step: int) -> None:
+def refuse_nonfinite_checkpoint(checkpoint: Mapping[str, Any], step: int,
+                                trainer: L.Trainer | None = None) -> None:
     """Raise :class:`TrainingDiverged` instead of letting a checkpoint with a NaN/Inf weight be written.
 
     Called from ``SRModule.on_save_checkpoint``, which Lightning runs on every rank for every save
     (``LastCheckpoint``, ``ModelCheckpoint``, SIGTERM, SLURM's ``hpc_ckpt``, weights-only saves), after the
     callbacks' hooks: under weight averaging ``state_dict`` holds the average and ``current_model_state``
-    the raw weights, and both are checked.
+    the raw weights, and both are checked. ``trainer`` (the module's) lets the message name the
+    checkpoint that is kept.
     """
     weights = (checkpoint.get(key) or {} for key in ("state_dict", "current_model_state"))
     bad = first_nonfinite(chain.from_iterable(w.items() for w in weights))
     if bad is not None:
-        raise _diverged(*bad, step, "checkpoint not written")
+        raise _diverged(*bad, step, "checkpoint not written", trainer)
 
 
 class NonFiniteWeightGuard(Callback):
@@ -136,4 +158,4 @@ class NonFiniteWeightGuard(Callback):
             return
         bad = first_nonfinite(pl_module.named_parameters())
         if bad is not None:
-            raise _diverged(*bad, trainer.global_step, "stopped")
+            raise _diverged(*bad, trainer.global_step, "stopped", trainer)
