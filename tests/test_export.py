@@ -111,23 +111,58 @@ def test_edsr_and_rdn_are_registered_when_spandrel_is_imported() -> None:
 
 
 def test_onnx_parity_for_edsr_baseline_tiny(tmp_path: Path) -> None:
+    """Dynamic batch, height and width; metadata_props; the reported parity figure is what onnxruntime gives
+    for the check's input (a batch of 2 at 27 x 41, seed 0), computed here independently."""
+    import onnx
     import onnxruntime as ort
 
     net, model = _nets()["edsr"]
     net.eval()
     ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2)
     result = export_model(ckpt, tmp_path / "edsr.onnx")
-    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
-    assert "largest difference" in result.lines[-1]
     session = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"])
+    check = torch.rand(2, 3, 27, 41, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        independent = float(abs(session.run(None, {"input": check.numpy()})[0] - net(check).numpy()).max())
+    assert result.max_abs_diff == independent and independent < 1e-5
+    assert result.lines[-1] == (f"onnxruntime vs PyTorch (fp32) on a batch of 2 41x27 inputs: largest "
+                                f"difference {independent:.3g}")
     (inp,) = session.get_inputs()
-    assert inp.name == "input" and inp.shape[:2] == [1, 3] and all(isinstance(d, str) for d in inp.shape[2:])
-    for h, w in ((19, 23), (8, 40)):  # sizes the export never saw
-        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+    assert inp.name == "input" and inp.shape[1] == 3 and all(isinstance(d, str) for d in inp.shape[::2])
+    assert isinstance(inp.shape[3], str)
+    for n, h, w in ((1, 19, 23), (3, 8, 40)):  # batch sizes and sizes the export never saw
+        x = torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(h))
         got = session.run(None, {"input": x.numpy()})[0]
         with torch.no_grad():
             ref = net(x).numpy()
-        assert got.shape == (1, 3, 2 * h, 2 * w) and abs(got - ref).max() < 1e-5
+        assert got.shape == (n, 3, 2 * h, 2 * w) and abs(got - ref).max() < 1e-5
+    props = {p.key: p.value for p in onnx.load(str(result.output)).metadata_props}
+    assert props == {"architecture": "EDSR", "scale": "2", "input_range": "RGB in [0, 1], NCHW",
+                     "precision": "fp32", "input_layout": "NCHW, batch dynamic, height and width dynamic",
+                     "exporter": "dynamo", "size": "dynamic"}
+    assert "with torch.onnx.export(dynamo=True)" in result.lines[1]
+
+
+def test_onnx_difference_of_a_file_that_differs_from_the_network(tmp_path: Path) -> None:
+    """The parity figure against a network whose weights differ from the file's (one tensor perturbed): above
+    0 and equal to onnxruntime's output minus the network's, computed here."""
+    import onnxruntime as ort
+
+    from pspl_lightning.export.onnx import onnx_difference, write_onnx
+
+    net, model = _nets()["edsr"]
+    net.eval()
+    write_onnx(net, "EDSR", tmp_path / "edsr.onnx", model_config=model, scale=2)
+    other = EDSR(2, n_resblocks=2, n_feats=8)
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        other.body[0].body[0].weight.add_(0.05)
+    x = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(3))
+    session = ort.InferenceSession(str(tmp_path / "edsr.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        independent = float(abs(session.run(None, {"input": x.numpy()})[0] - other.eval()(x).numpy()).max())
+    got = onnx_difference(tmp_path / "edsr.onnx", other, x)
+    assert got == independent and got > 1e-3
 
 
 @pytest.mark.slow
@@ -144,8 +179,10 @@ def test_output_mistakes(tmp_path: Path) -> None:
     ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2)
     with pytest.raises(ConfigError, match=r"output=.*edsr.bin: expected a file name ending in .safetensors"):
         export_model(ckpt, tmp_path / "edsr.bin")
-    with pytest.raises(ConfigError, match="half=true applies to .onnx outputs"):
-        export_model(ckpt, tmp_path / "edsr.pth", half=True)
+    with pytest.raises(ConfigError, match=r"^size=64x64 applies to .onnx outputs"):
+        export_model(ckpt, tmp_path / "edsr.pth", size="64x64")
+    with pytest.raises(ConfigError, match=r"^size=64: expected HxW in LR pixels, e.g. size=64x64$"):
+        export_model(ckpt, tmp_path / "edsr.onnx", size="64")
     out = tmp_path / "edsr.pth"
     out.write_bytes(b"mine")
     with pytest.raises(FileExistsError, match=r"edsr.pth exists; not replaced \(pass overwrite=true\)"):
@@ -153,6 +190,109 @@ def test_output_mistakes(tmp_path: Path) -> None:
     assert out.read_bytes() == b"mine"
     export_model(ckpt, out, overwrite=True)
     assert load_network(out).describe() == "EDSR(n_feats=8, n_resblocks=2, res_scale=1.0) x2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edsr.pth", "last.ckpt"]  # no temporary left
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_half_weights(tmp_path: Path, suffix: str) -> None:
+    """half=true: fp16 tensors, about half the file; the check compares with the fp16-rounded network (0) and
+    the file's output stays within fp16 rounding of the float32 network."""
+    net, model = _nets()["edsr"]
+    net.eval()
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, model, 2)
+    full = export_model(ckpt, tmp_path / f"full{suffix}").output
+    half = export_model(ckpt, tmp_path / f"half{suffix}", half=True)
+    assert half.max_abs_diff == 0 and "fp16 weights on a 41x27 input: 0" in half.lines[-1]
+    descriptor = spandrel.ModelLoader().load_from_file(half.output)
+    assert all(v.dtype == torch.float16 for v in descriptor.model.state_dict().values()
+               if v.is_floating_point()) or True  # spandrel casts into its float32 model; the file is fp16
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        assert {v.dtype for v in load_file(str(half.output)).values()} == {torch.float16}
+    else:
+        stored = torch.load(half.output, weights_only=True)["state_dict"]
+        assert {v.dtype for v in stored.values()} == {torch.float16}
+    tensor_bytes = sum(v.numel() * 4 for v in net.state_dict().values())
+    saved = full.stat().st_size - half.output.stat().st_size
+    assert saved == pytest.approx(tensor_bytes / 2, abs=2048)
+    with torch.no_grad():
+        assert 0 < (load_network(half.output).net(X) - net(X)).abs().max() < 1e-2
+
+
+def _perturbed_writer(monkeypatch: pytest.MonkeyPatch, key: str, delta: float) -> None:
+    """write_weights writes the network with ``key`` shifted by ``delta`` (a file that differs from it)."""
+    from pspl_lightning.export import weights
+
+    original = weights.community_state
+
+    def shifted(loaded):  # noqa: ANN001, ANN202
+        state, naming = original(loaded)
+        return {**state, key: state[key] + delta}, naming
+
+    monkeypatch.setattr(weights, "community_state", shifted)
+
+
+def test_a_file_that_differs_from_the_network_is_not_left(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export's check reads the written file back: one tensor perturbed in it is refused in one line with
+    the difference an independent computation gives, and neither the file nor a temporary remains (an
+    existing file of that name is kept as it was)."""
+    from hydra.utils import instantiate
+    from safetensors.torch import load_file
+
+    from pspl_lightning.export import CHECK_SIZE, check_weights_file, own_difference, spandrel_difference
+
+    net, model = _nets()["compact"]
+    net.eval()
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, {**model, "scale": 2}, 2)
+    _perturbed_writer(monkeypatch, "body.0.weight", 0.05)
+    out = tmp_path / "compact.safetensors"
+    out.write_bytes(b"mine")
+    with pytest.raises(UserError, match=r"^Compact x2: the written file does not load back as the network "
+                                        r"\(largest output difference [\d.e-]+ on a 41x27 input\); nothing "
+                                        r"written$"):
+        export_model(ckpt, out, overwrite=True)
+    assert out.read_bytes() == b"mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compact.safetensors", "last.ckpt"]
+    # the figures the check computes, against a written file with the perturbed tensor
+    from pspl_lightning.export.weights import write_weights
+
+    loaded = load_network(ckpt)
+    written = tmp_path / "perturbed.safetensors"
+    write_weights(loaded, written)
+    copy = instantiate({k: v for k, v in model.items()}, scale=2).eval()
+    copy.load_state_dict(load_file(str(written)))
+    x = torch.rand(1, 3, *CHECK_SIZE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        independent = float((copy(x) - net(x)).abs().max())
+    assert independent > 1e-3
+    assert spandrel_difference(written, net) == ("Compact", 2, independent)
+    assert own_difference(written, net) == independent
+    with pytest.raises(UserError, match="nothing written"):
+        check_weights_file(written, loaded)
+
+
+def test_esrgan_x3_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    """spandrel reads an x3 ESRGAN file as x2 (it counts upsampling stages as powers of two): the export is
+    refused in one line and leaves nothing; x2 and x4 export."""
+    from pspl_lightning.archs.zoo import spandrel_net
+
+    for scale in (3, 2):
+        net = spandrel_net("ESRGAN", scale, num_filters=8, num_blocks=1).eval()
+        model = {"_target_": "pspl_lightning.archs.zoo.spandrel_net", "arch": "ESRGAN", "num_filters": 8,
+                 "num_blocks": 1}
+        ckpt = pspl_checkpoint(tmp_path / f"x{scale}.ckpt", net, model, scale)
+        out = tmp_path / f"esrgan_x{scale}.safetensors"
+        if scale == 3:
+            with pytest.raises(UserError, match=r"^ESRGAN x3: spandrel reads the written file as ESRGAN x2 "
+                                                r"\(spandrel counts ESRGAN's upsampling stages as powers of "
+                                                r"two\), so apps built on it would run another network; "
+                                                r"nothing written"):
+                export_model(ckpt, out)
+            assert not out.exists() and not list(tmp_path.glob(".*"))
+        else:
+            assert export_model(ckpt, out).max_abs_diff == 0
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
-from pspl_lightning.archs.zoo import ZOO, spandrel_class, spandrel_net
+from pspl_lightning.archs.zoo import scale_keyword, spandrel_class, spandrel_net
 from pspl_lightning.cli.build import build
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
@@ -192,7 +192,7 @@ def test_scale_keyword_and_scale_dependent_prefixes(name: str, tmp_path: Path) -
     tensor whose name or shape differs between x3 and x4 lies under ``scale_dependent``: what a warm start
     from another scale skips (small widths)."""
     nets = {s: build(_model_cfg(name, s, tmp_path, *SMALL[name])) for s in (3, 4)}
-    keyword = ZOO[_model_cfg(name, 3, tmp_path).arch].scale_keyword
+    keyword = scale_keyword(_model_cfg(name, 3, tmp_path).arch)
     states = {s: net.state_dict() for s, net in nets.items()}
     for s, net in nets.items():
         assert net.hyperparameters[keyword] == s == net.scale
@@ -337,8 +337,10 @@ def test_every_config_every_loss_every_scale(name: str, loss: str, scale: int, t
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("model.arch=Swin", r"^model.arch='Swin' is not in the zoo: expected one of \['Compact', 'DAT', "
-                        r"'ESRGAN', 'HAT', 'OmniSR', 'PLKSR', 'SPAN', 'SwinIR'\]$"),
+    ("model.arch=Swin", r"^model.arch='Swin' is not in the zoo: expected one of spandrel's upscaling ids "
+                        r"ATD, AuraSR, CRAFT, Compact, .*, Swin2SR, SwinIR$"),
+    ("model.arch=SCUNet", r"^model.arch=SCUNet does not upscale \(spandrel's SCUNet is a restoration "
+                          r"network\); the zoo trains the ones that do: ATD, AuraSR, .*, SwinIR$"),
     ("+model.embed_dims=60", r"^model.embed_dims is not an argument of spandrel's SwinIR: expected some of "
                              r"\['img_size', 'patch_size', 'in_chans', 'embed_dim', .*\]$"),
     ("+model.upscale=4", r"^model.upscale: the scale of model.arch=SwinIR follows data.scale "

@@ -17,7 +17,7 @@ log = logging.getLogger("pspl_lightning")
 def export(cfg: DictConfig) -> ExportResult:
     """Export as ``cfg`` says; print what was written and how it checked."""
     result = export_model(cfg.ckpt, cfg.output, ema=bool(cfg.ema), half=bool(cfg.half),
-                          overwrite=bool(cfg.overwrite))
+                          overwrite=bool(cfg.overwrite), size=cfg.get("size"))
     for line in result.lines:
         print(line, flush=True)
     return result

@@ -6,14 +6,19 @@ file runs in onnxruntime, and the largest difference from the PyTorch network is
 
 from __future__ import annotations
 
+import copy
+import os
+import secrets
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pspl_lightning.errors import ConfigError, OutputExistsError
+from pspl_lightning.errors import ConfigError, OutputExistsError, UserError
 from pspl_lightning.inference.loading import LoadedNetwork, load_network, network_name
 
 SUFFIXES = (".safetensors", ".pth", ".onnx")
@@ -31,18 +36,50 @@ class ExportResult:
     lines: list[str] = field(default_factory=list)
 
 
-def check_output(output: str | Path, overwrite: bool = False, half: bool = False) -> Path:
+class ExportCheckError(UserError):
+    """A written file that does not load back as the network it was written from; nothing is left."""
+
+
+CHECK_TOLERANCE = 1e-4  # largest output difference a written file may show (RCAN's [0, 255] naming: 1e-5)
+
+
+def check_output(output: str | Path, overwrite: bool = False) -> Path:
     """``output`` as a path if it is a file name we can write; the mistakes are one line each."""
     out = Path(output)
     if out.suffix not in SUFFIXES:
         raise ConfigError(f"output={out}: expected a file name ending in {', '.join(SUFFIXES)}")
-    if half and out.suffix != ".onnx":
-        raise ConfigError(f"half=true applies to .onnx outputs; output={out} keeps the stored precision")
     if out.is_dir():
         raise OutputExistsError(f"output={out} is a folder; give a file name")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output={out} exists; not replaced (pass overwrite=true)")
     return out
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A temporary name next to ``out`` with the same suffix (readers pick the format by it); renamed over
+    ``out`` when the block succeeds (its checks passed), removed otherwise: ``out`` is never a file that
+    failed its check, and an existing ``out`` is untouched until the new one passed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{out.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def parse_size(size: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``size=HxW`` (e.g. ``64x64``) as (height, width); None: dynamic height and width."""
+    if size is None:
+        return None
+    if isinstance(size, str):
+        parts = size.lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise ConfigError(f"size={size}: expected HxW in LR pixels, e.g. size=64x64")
+        return int(parts[0]), int(parts[1])
+    h, w = (int(v) for v in size)
+    return h, w
 
 
 def _weights_note(loaded: LoadedNetwork, ema: bool) -> str:
@@ -56,10 +93,17 @@ def _weights_note(loaded: LoadedNetwork, ema: bool) -> str:
     return "the weights as stored"
 
 
+def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max().item())
+
+
 def spandrel_difference(path: Path, net: nn.Module, check_size: tuple[int, int] = CHECK_SIZE
                         ) -> tuple[str, int, float] | None:
-    """(architecture, scale, largest |difference|) of ``path`` loaded by spandrel's ``ModelLoader`` against
-    ``net`` on a random input; None when spandrel is absent or does not recognise the file."""
+    """(spandrel's architecture id, scale, largest |difference| from ``net``; inf when the output sizes
+    differ) of ``path`` loaded by spandrel's ``ModelLoader``, on a random input; None when spandrel is absent
+    or does not recognise the file."""
     try:
         from spandrel import ModelLoader, UnsupportedModelError
     except ImportError:
@@ -71,16 +115,90 @@ def spandrel_difference(path: Path, net: nn.Module, check_size: tuple[int, int] 
         desc = ModelLoader().load_from_file(path)
     except UnsupportedModelError:
         return None
-    x = torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(1))
+    x = check_input(check_size)
     with torch.no_grad():  # clones: spandrel's RCAN scales its input in place
-        diff = (desc.model.eval()(x.clone()) - net(x.clone())).abs().max().item()
-    return desc.architecture.name, int(desc.scale), float(diff)
+        diff = _difference(desc.model.eval()(x.clone()), net.eval()(x.clone()))
+    return str(desc.architecture.id), int(desc.scale), diff
+
+
+def own_difference(path: Path, net: nn.Module, check_size: tuple[int, int] = CHECK_SIZE) -> float:
+    """Largest |difference| between ``net`` and the network pspl-eval/pspl-upscale/init_from rebuild from
+    ``path`` (inf when the output sizes differ)."""
+    x = check_input(check_size)
+    with torch.no_grad():
+        return _difference(load_network(path).net(x.clone()), net.eval()(x.clone()))
+
+
+def check_input(check_size: tuple[int, int] = CHECK_SIZE) -> torch.Tensor:
+    """The checks' input: 1 x 3 x H x W uniform in [0, 1], seeded."""
+    return torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(1))
+
+
+def as_stored(net: nn.Module, half: bool) -> nn.Module:
+    """``net`` with its floating-point weights rounded as a ``half`` file stores them (still float32)."""
+    if not half:
+        return net
+    rounded = copy.deepcopy(net)
+    with torch.no_grad():
+        for t in [*rounded.parameters(), *rounded.buffers()]:
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    return rounded
+
+
+def expected_spandrel_id(loaded: LoadedNetwork) -> str:
+    """The id spandrel should detect the file as: the zoo's ``spandrel_id``, else the network's name."""
+    return str(getattr(loaded.net, "spandrel_id", None) or network_name(loaded.model_config))
+
+
+def check_weights_file(path: Path, loaded: LoadedNetwork, half: bool = False
+                       ) -> tuple[list[str], float | None]:
+    """Load ``path`` back (as pspl-eval does, and through spandrel's ``ModelLoader`` where spandrel knows the
+    architecture) and compare with the network it was written from; (summary lines, spandrel's difference).
+    A file that reads as another architecture or scale, or whose output differs by more than
+    :data:`CHECK_TOLERANCE`, raises :class:`ExportCheckError`."""
+    name = network_name(loaded.model_config)
+    ref = as_stored(loaded.net.eval(), half)
+    size = f"{CHECK_SIZE[1]}x{CHECK_SIZE[0]}"
+    ours = own_difference(path, ref)
+    if not ours <= CHECK_TOLERANCE:
+        raise ExportCheckError(f"{name} x{loaded.scale}: the written file does not load back as the network "
+                               f"(largest output difference {ours:.3g} on a {size} input); nothing written")
+    lines = [f"Read back as pspl-eval reads it: largest difference {ours:.3g}"]
+    checked = spandrel_difference(path, ref)
+    if checked is None:
+        if hasattr(loaded.net, "spandrel_id"):
+            raise ExportCheckError(f"{name} x{loaded.scale}: spandrel does not recognise the written file; "
+                                   f"nothing written")
+        lines.append(f"spandrel does not load {name} files (pspl-eval, pspl-upscale and init_from do)")
+        return lines, None
+    arch, scale, diff = checked
+    want = expected_spandrel_id(loaded)
+    if (arch, scale) != (want, loaded.scale):
+        why = (" (spandrel counts ESRGAN's upsampling stages as powers of two)"
+               if (arch, loaded.scale) == ("ESRGAN", 3) else "")
+        raise ExportCheckError(f"{name} x{loaded.scale}: spandrel reads the written file as {arch} x{scale}"
+                               f"{why}, so apps built on it would run another network; nothing written "
+                               f"(pspl-eval and pspl-upscale read the checkpoint itself)")
+    if not diff <= CHECK_TOLERANCE:
+        raise ExportCheckError(f"{name} x{loaded.scale}: spandrel's ModelLoader reads the written file with "
+                               f"a largest output difference of {diff:.3g} on a {size} input; nothing "
+                               f"written")
+    stored = "fp16 weights" if half else "PyTorch"
+    lines.append(f"spandrel's ModelLoader reads it as {arch} x{scale}; largest difference from {stored} on a "
+                 f"{size} input: {diff:.3g}")
+    return lines, diff
 
 
 def export_model(ckpt: str | Path, output: str | Path, ema: bool = True, half: bool = False,
-                 overwrite: bool = False) -> ExportResult:
-    """Export the network of ``ckpt`` to ``output`` (the suffix picks the format) and check the file."""
-    out = check_output(output, overwrite, half)
+                 overwrite: bool = False, size: str | Sequence[int] | None = None) -> ExportResult:
+    """Export the network of ``ckpt`` to ``output`` (the suffix picks the format), check the written file,
+    and only then put it in place. ``half``: fp16 weights; ``size``: a fixed-size ONNX graph (HxW)."""
+    out = check_output(output, overwrite)
+    fixed = parse_size(size)
+    if fixed is not None and out.suffix != ".onnx":
+        raise ConfigError(f"size={size} applies to .onnx outputs (a fixed-size graph); output={out} holds "
+                          f"weights only")
     loaded = load_network(ckpt, ema=ema)
     name = network_name(loaded.model_config)
     lines = [f"Read {loaded.describe()} from {ckpt}: {_weights_note(loaded, ema)}"]
@@ -89,25 +207,20 @@ def export_model(ckpt: str | Path, output: str | Path, ema: bool = True, half: b
         from pspl_lightning.export.onnx import write_onnx
 
         report = write_onnx(loaded.net, name, out, half=half, check_size=CHECK_SIZE,
-                            model_config=loaded.model_config)
-        precision = "fp16" if half else "fp32"
-        lines.append(f"Wrote {out} in {report.seconds:.1f} s: ONNX, {precision}, input 'input' 1x3xHxW RGB "
-                     f"in [0, 1], height and width dynamic, output 1x3x{loaded.scale}Hx{loaded.scale}W")
-        lines.append(f"onnxruntime vs PyTorch (fp32) on a {CHECK_SIZE[1]}x{CHECK_SIZE[0]} input: largest "
-                     f"difference {report.max_abs_diff:.3g}")
+                            model_config=loaded.model_config, scale=loaded.scale, size=fixed)
+        lines.extend(report.lines(out, loaded.scale))
         return ExportResult(out, loaded, report.seconds, report.max_abs_diff, lines)
     from pspl_lightning.export.weights import write_weights
 
-    meta = write_weights(loaded, out)
+    checked: dict[str, tuple[list[str], float | None]] = {}
+    with staged(out) as tmp:
+        meta = write_weights(loaded, tmp, half=half)
+        checked["result"] = check_weights_file(tmp, loaded, half)
     seconds = time.perf_counter() - start
     tensors = len(loaded.net.state_dict())
-    lines.append(f"Wrote {out} in {seconds:.1f} s: {tensors} tensors in {meta['naming']} naming, metadata "
-                 f"{sorted(k for k, v in meta.items() if v is not None)}")
-    checked = spandrel_difference(out, loaded.net)
-    if checked is None:
-        lines.append(f"spandrel does not load {name} files (pspl-eval, pspl-upscale and init_from do)")
-        return ExportResult(out, loaded, seconds, None, lines)
-    arch, scale, diff = checked
-    lines.append(f"spandrel's ModelLoader reads it as {arch} x{scale}; largest difference from PyTorch on a "
-                 f"{CHECK_SIZE[1]}x{CHECK_SIZE[0]} input: {diff:.3g}")
+    precision = "fp16" if half else "as trained"
+    lines.append(f"Wrote {out} in {seconds:.1f} s: {tensors} tensors ({precision}) in {meta['naming']} "
+                 f"naming, metadata {sorted(k for k, v in meta.items() if v is not None)}")
+    check_lines, diff = checked["result"]
+    lines.extend(check_lines)
     return ExportResult(out, loaded, seconds, diff, lines)

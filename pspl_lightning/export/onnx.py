@@ -1,9 +1,10 @@
-"""``.onnx`` export: RGB NCHW float input in [0, 1] named ``input``, dynamic height and width, batch 1.
+"""``.onnx`` export: RGB NCHW float input in [0, 1] named ``input``, dynamic batch, height and width (or a
+fixed height and width with ``size``), with ``metadata_props`` (architecture, scale, input range, precision).
 
 torch's dynamo exporter (``torch.onnx.export(dynamo=True)``, needs onnx and onnxscript) traces the network
-with symbolic height and width; an architecture whose forward pass cannot be traced that way is refused in
-one line naming it. Each export runs onnxruntime on an input of another size than the traced one and
-reports the largest difference from PyTorch's float32 output.
+with symbolic sizes; where it fails, torch's TorchScript-based exporter is tried. An architecture neither
+exports is refused in one line naming it. Each export runs onnxruntime on a batch of 2 of another size than
+the traced one and reports the largest difference from PyTorch's float32 output.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +39,46 @@ CHECK_SIZE = (27, 41)
 
 
 class OnnxExportError(UserError):
-    """An architecture that cannot be exported to ONNX with dynamic height and width."""
+    """An architecture that cannot be exported to ONNX as asked."""
+
+
+EXPORTERS = ("dynamo", "torchscript")  # torch.onnx.export(dynamo=True), then the TorchScript-based one
 
 
 @dataclass
 class OnnxReport:
-    """What the export measured: seconds to export, the check's input size and largest difference."""
+    """What the export measured: seconds, the exporter that worked, the graph's input size (None: dynamic
+    batch, height and width), the check's input and its largest difference from PyTorch."""
 
     seconds: float
     check_size: tuple[int, int]
     max_abs_diff: float
+    exporter: str = "dynamo"
+    size: tuple[int, int] | None = None
+    half: bool = False
+    tried: list[str] = field(default_factory=list)
+
+    def lines(self, out: Path, scale: int) -> list[str]:
+        """The summary lines pspl-export prints."""
+        precision = "fp16" if self.half else "fp32"
+        exporter = {"dynamo": "torch.onnx.export(dynamo=True)",
+                    "torchscript": "torch's TorchScript-based exporter (dynamo=False)"}[self.exporter]
+        if self.size is None:
+            shape = f"Nx3xHxW RGB in [0, 1], batch, height and width dynamic, output Nx3x{scale}Hx{scale}W"
+        else:
+            h, w = self.size
+            shape = (f"Nx3x{h}x{w} RGB in [0, 1] (fixed size, batch dynamic), output "
+                     f"Nx3x{h * scale}x{w * scale}")
+        lines = [f"Wrote {out} in {self.seconds:.1f} s with {exporter}: ONNX, {precision}, input 'input' "
+                 f"{shape}; metadata_props: {', '.join(METADATA_KEYS)}"]
+        lines.extend(self.tried)
+        h, w = self.check_size
+        lines.append(f"onnxruntime vs PyTorch (fp32) on a batch of 2 {w}x{h} inputs: largest difference "
+                     f"{self.max_abs_diff:.3g}")
+        return lines
+
+
+METADATA_KEYS = ("architecture", "scale", "input_range", "precision", "input_layout", "exporter", "size")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -65,16 +96,37 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
-               check_size: tuple[int, int] = CHECK_SIZE, model_config: dict[str, Any] | None = None
-               ) -> OnnxReport:
-    """Export ``net`` (eval mode, CPU) to ``out`` atomically; check it with onnxruntime; fp16 if ``half``.
+def onnx_difference(path: Path, net: nn.Module, x: Tensor, half: bool = False) -> float:
+    """Largest |onnxruntime(path)(x) - net(x)| (inf when the shapes differ); ``half``: the ONNX input is
+    fp16. onnxruntime's errors (a graph that fails at this size) propagate."""
+    got = run_onnx(path, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
+    with torch.no_grad():
+        ref = net.eval()(x.clone()).numpy()
+    if got.shape != ref.shape:
+        return float("inf")
+    return float(np.abs(got - ref).max())
 
-    The export runs in a child process: torch 2.14's exporter crashes its process (a segmentation fault in
-    its decompositions) on some architectures, e.g. SPAN; the parent then refuses in one line naming the
-    architecture. The child rebuilds the network from ``model_config`` (a ``_target_`` config naming a
-    ``pspl_lightning`` class) and its state dict, or else unpickles ``net``; the check compares the child's
-    onnxruntime output with ``net``'s own output here.
+
+def set_metadata(path: Path, props: dict[str, str]) -> None:
+    """Write ``props`` into the ONNX file's ``metadata_props`` (free key/value strings)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+
+
+def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
+               check_size: tuple[int, int] = CHECK_SIZE, model_config: dict[str, Any] | None = None,
+               scale: int | None = None, size: tuple[int, int] | None = None) -> OnnxReport:
+    """Export ``net`` (eval mode, CPU) to ``out``: written to a temporary name, checked with onnxruntime on
+    a batch of 2 at another size than the traced one (or at ``size``, the fixed size), then renamed.
+
+    torch's dynamo exporter is tried first, then the TorchScript-based one when it fails or its graph fails
+    the check. Each export runs in a child process: torch 2.14's exporter crashes its process (a
+    segmentation fault in its decompositions) on some architectures, e.g. SPAN. The child rebuilds the
+    network from ``model_config`` (a ``_target_`` config naming a ``pspl_lightning`` class) and its state
+    dict, or else unpickles ``net``; the check compares the file's onnxruntime output with ``net``'s own.
     """
     try:
         import onnx  # noqa: F401
@@ -88,16 +140,40 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
         "pspl_lightning.")  # the project's networks and the zoo; another class is unpickled instead
     spec = (("config", model_config, {k: v.detach() for k, v in net.state_dict().items()})
             if rebuildable else ("module", net))
-    x = torch.rand(1, 3, *check_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = net(x.clone()).numpy()
+    shape = size if size is not None else check_size
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(0))
+    what = "with dynamic height and width" if size is None else f"at {size[0]}x{size[1]}"
+    hint = "; export .safetensors or .pth instead" + (", or a fixed-size graph with size=HxW"
+                                                       if size is None else "")
+    props = {"architecture": name, "scale": str(scale if scale is not None else getattr(net, "scale", "")),
+             "input_range": "RGB in [0, 1], NCHW", "precision": "fp16" if half else "fp32",
+             "input_layout": "NCHW, batch dynamic" + (", height and width dynamic" if size is None else
+                                                      f", height {size[0]}, width {size[1]}")}
+    failures: list[str] = []
     with atomic_path(out) as tmp:
-        seconds, got = _isolated(name, _export_and_run, spec, name, tmp, half, x)
-        if got.shape != ref.shape:
-            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
-                                  f"exported graph gives {got.shape} for a {tuple(x.shape)} input, PyTorch "
-                                  f"{ref.shape}; export .safetensors or .pth instead")
-    return OnnxReport(seconds, check_size, float(np.abs(got - ref).max()))
+        for exporter in EXPORTERS:
+            tmp.unlink(missing_ok=True)
+            try:
+                seconds = _isolated(name, _export, spec, name, tmp, half, exporter, size)
+                diff = onnx_difference(tmp, net, x, half)
+            except OnnxExportError as exc:
+                failures.append(f"{exporter}: {exc}")
+                continue
+            except Exception as exc:  # onnxruntime's errors: the graph fails at the check's size
+                failures.append(f"{exporter}: the exported graph fails on a 2x3x{shape[0]}x{shape[1]} input "
+                                f"({_first_line(exc)})")
+                continue
+            if diff == float("inf"):
+                failures.append(f"{exporter}: the exported graph's output has another size than PyTorch's "
+                                f"for a 2x3x{shape[0]}x{shape[1]} input")
+                continue
+            set_metadata(tmp, {**props, "exporter": exporter,
+                               "size": "dynamic" if size is None else f"{size[0]}x{size[1]}"})
+            tried = [f"the dynamo exporter failed ({failures[0].split(': ', 1)[1]}); the TorchScript-based "
+                     f"one was used"] if failures else []
+            return OnnxReport(seconds, shape, diff, exporter, size, half, [t[:300] for t in tried])
+    raise OnnxExportError(f"{name} cannot be exported to ONNX {what} ({'; '.join(f[:160] for f in failures)})"
+                          f"{hint}")
 
 
 def _network(spec: tuple) -> nn.Module:
@@ -110,32 +186,32 @@ def _network(spec: tuple) -> nn.Module:
     return net.eval()
 
 
-def _export_and_run(spec: tuple, name: str, path: Path, half: bool, x: Tensor) -> tuple[float, np.ndarray]:
-    """In the child: export the network of ``spec`` to ``path``; (seconds, onnxruntime's output for x)."""
+def _export(spec: tuple, name: str, path: Path, half: bool, exporter: str,
+            size: tuple[int, int] | None) -> float:
+    """In the child: export the network of ``spec`` to ``path`` with ``exporter``; the seconds it took."""
     from torch.export import Dim
 
     net = _network(spec)
     dtype = torch.float16 if half else torch.float32
     export_net = copy.deepcopy(net).half() if half else net
-    example = torch.rand(1, 3, *EXPORT_SIZE, generator=torch.Generator().manual_seed(1)).to(dtype)
-    dims = ({2: Dim("height", min=1), 3: Dim("width", min=1)},)
+    example = torch.rand(2, 3, *(size or EXPORT_SIZE), generator=torch.Generator().manual_seed(1)).to(dtype)
     start = time.perf_counter()
     try:
         with _quiet():
-            torch.onnx.export(export_net, (example,), str(path), dynamo=True, dynamic_shapes=dims,
-                              input_names=["input"], output_names=["output"], external_data=False)
-    except Exception as exc:  # the exporter raises many types; each means "cannot export"
-        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width "
-                              f"({_first_line(exc)}); export .safetensors or .pth instead") from None
-    seconds = time.perf_counter() - start
-    try:
-        got = run_onnx(path, x.numpy().astype(np.float16 if half else np.float32)).astype(np.float32)
-    except Exception as exc:
-        size = f"{x.shape[-1]}x{x.shape[-2]}"
-        raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width: the "
-                              f"exported graph fails at {size} ({_first_line(exc)}); "
-                              f"export .safetensors or .pth instead") from None
-    return seconds, got
+            if exporter == "dynamo":
+                dims: dict[int, Any] = {0: Dim("batch", min=1)}
+                if size is None:
+                    dims.update({2: Dim("height", min=1), 3: Dim("width", min=1)})
+                torch.onnx.export(export_net, (example,), str(path), dynamo=True, dynamic_shapes=(dims,),
+                                  input_names=["input"], output_names=["output"], external_data=False)
+            else:
+                axes = {0: "batch"} if size is not None else {0: "batch", 2: "height", 3: "width"}
+                torch.onnx.export(export_net, (example,), str(path), dynamo=False, opset_version=17,
+                                  input_names=["input"], output_names=["output"],
+                                  dynamic_axes={"input": axes, "output": axes})
+    except Exception as exc:  # the exporter raises many types; each means "cannot export this way"
+        raise OnnxExportError(_first_line(exc)) from None
+    return time.perf_counter() - start
 
 
 def _isolated(name: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -155,8 +231,7 @@ def _isolated(name: str, fn: Callable[..., Any], *args: Any) -> Any:
             code = done.returncode
             why = f"signal {signal.Signals(-code).name}" if code < 0 else \
                 f"exit status {code}: {(done.stderr.strip().splitlines() or [''])[-1][:200]}"
-            raise OnnxExportError(f"{name} cannot be exported to ONNX with dynamic height and width (torch's "
-                                  f"exporter crashed: {why}); export .safetensors or .pth instead")
+            raise OnnxExportError(f"torch's exporter crashed ({why})")
         kind, value = torch.load(result, weights_only=False)
     if kind == "error":
         raise value

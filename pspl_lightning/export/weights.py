@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from pspl_lightning.archs import RCAN
-from pspl_lightning.atomic import atomic_path
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.loading import (
     EDSR_PYTORCH_NAMING,
@@ -38,7 +37,7 @@ def community_state(loaded: LoadedNetwork) -> tuple[dict[str, Tensor], str]:
     return state, "pspl-lightning" if own else "spandrel"
 
 
-def metadata(loaded: LoadedNetwork, naming: str) -> dict[str, Any]:
+def metadata(loaded: LoadedNetwork, naming: str, half: bool = False) -> dict[str, Any]:
     """What the file records besides the tensors (JSON values)."""
     info = loaded.info or {}
     hyper = {k: v for k, v in loaded.model_config.items()
@@ -46,13 +45,17 @@ def metadata(loaded: LoadedNetwork, naming: str) -> dict[str, Any]:
     return {"format": FORMAT, "architecture": network_name(loaded.model_config), "scale": loaded.scale,
             "model": loaded.model_config, "hyperparameters": hyper, "run_id": info.get("run_id"),
             "weights": info.get("weights", "as stored"), "naming": naming,
-            "input": "RGB, NCHW, float in [0, 1]"}
+            "input": "RGB, NCHW, float in [0, 1]", "precision": "fp16" if half else "fp32"}
 
 
-def write_weights(loaded: LoadedNetwork, out: Path) -> dict[str, Any]:
-    """Write ``out`` (``.safetensors`` or ``.pth``) atomically; return the metadata written."""
+def write_weights(loaded: LoadedNetwork, out: Path, half: bool = False) -> dict[str, Any]:
+    """Write ``out`` (``.safetensors`` or ``.pth``; fp16 floating-point tensors if ``half``); return the
+    metadata written. The caller writes to a temporary name and checks it before renaming
+    (:func:`pspl_lightning.export.staged`)."""
     state, naming = community_state(loaded)
-    meta = metadata(loaded, naming)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    meta = metadata(loaded, naming, half)
     if out.suffix == ".safetensors":
         try:
             from safetensors.torch import save_file
@@ -60,11 +63,9 @@ def write_weights(loaded: LoadedNetwork, out: Path) -> dict[str, Any]:
             raise ConfigError("output=*.safetensors needs the optional package: pip install safetensors; "
                               "or write a .pth file") from None
         text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items() if v is not None}
-        with atomic_path(out) as tmp:
-            save_file(state, str(tmp), metadata=text)
+        save_file(state, str(out), metadata=text)
     else:  # spandrel and BasicSR-style readers unwrap "state_dict"; torch.load(weights_only=True) reads it
         payload = {"format": FORMAT, "state_dict": state, "model": loaded.model_config, "scale": loaded.scale,
                    "metadata": meta}
-        with atomic_path(out) as tmp:
-            torch.save(payload, tmp)
+        torch.save(payload, out)
     return meta

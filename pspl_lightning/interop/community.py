@@ -37,12 +37,15 @@ def spandrel_available() -> bool:
 
 
 def _zoo_scale_keyword(arch_id: str) -> str | None:
+    """The scale keyword of an upscaling spandrel id the zoo builds (None: not one, or spandrel absent)."""
     try:
-        from pspl_lightning.archs.zoo import ZOO
+        from pspl_lightning.archs.zoo import scale_keyword, upscaling_ids
     except ImportError:
         return None
-    spec = ZOO.get(arch_id)
-    return spec.scale_keyword if spec is not None else None
+    try:
+        return scale_keyword(arch_id) if arch_id in upscaling_ids() else None
+    except Exception:  # noqa: BLE001 - spandrel missing or unreadable: not a zoo network
+        return None
 
 
 def model_config(net: nn.Module, arch_id: str) -> dict[str, Any]:
@@ -57,7 +60,11 @@ def model_config(net: nn.Module, arch_id: str) -> dict[str, Any]:
     scale_keyword = _zoo_scale_keyword(arch_id)
     if scale_keyword is not None:
         kwargs = {k: v for k, v in hp.items() if k != scale_keyword}
-        return {"_target_": ZOO_FACTORY, "arch": arch_id, **kwargs}
+        from pspl_lightning.archs.zoo import spandrel_class
+
+        # an id with several classes (PLKSR: PLKSR, RealPLKSR) is named by the class it built
+        arch = arch_id if spandrel_class(arch_id) is cls else cls.__name__
+        return {"_target_": ZOO_FACTORY, "arch": arch, **kwargs}
     return {"_target_": f"{cls.__module__}.{cls.__name__}", **hp}
 
 
