@@ -6,7 +6,7 @@ breaks here alone, and tests/test_logged_steps.py, test_resume.py and test_fault
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -66,31 +66,111 @@ def in_accumulation_window(trainer: L.Trainer) -> bool:
             and ready < trainer.num_training_batches)
 
 
-class _SigtermAtOptimizerSteps:
-    """Mixed into Lightning's signal connector: a SIGTERM is held back while an accumulation window is
-    open, so that every check of it (after a batch, before the next under DDP, after an epoch) sees it
-    only once the window's optimizer step is made. Lightning stops after the batch the signal arrived in;
-    mid-window the checkpoint held neither the accumulated gradients nor the window's update, and the
-    resumed run stepped on the window's remaining batches alone."""
+def _at_optimizer_step_boundary(trainer: L.Trainer) -> bool:
+    """The next training batch starts an optimizer step (the same answer on every rank)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.ready % trainer.accumulate_grad_batches == 0
+
+
+class _StopAtStepBoundaries:
+    """Mixed into Lightning's signal connector: SIGTERM and SLURM's requeue signal only record themselves
+    (:mod:`pspl_lightning.launch.stop_requests`), and Lightning's checks of ``received_sigterm`` see a stop
+    only where it is safe.
+
+    One process: once the current optimizer step is made (a signal inside a gradient-accumulation window
+    waits for the window's update; mid-window the checkpoint held neither the accumulated gradients nor
+    the update, and the resumed run stepped on the window's remaining batches alone). Several ranks: once
+    every rank has agreed on it in :func:`agree_on_stop_requests`, so every rank raises at the same batch
+    and saves together (Lightning's handler broadcast from inside the signal handler, which hung when the
+    signal landed during another collective)."""
+
+    def register_signal_handlers(self) -> None:
+        from pspl_lightning.launch.stop_requests import hold_stop_requests
+
+        self._original_handlers = self._get_current_signal_handlers()
+        hold_stop_requests()
+
+    def teardown(self) -> None:
+        from pspl_lightning.launch.stop_requests import clear
+
+        clear()  # the stop was honoured (or the run ended): a next run in this process starts without it
+        self.__dict__.pop("_agreed", None)
+        super().teardown()
 
     @property
     def received_sigterm(self) -> bool:
-        return self.__dict__.get("_pending_sigterm", False) and not in_accumulation_window(self.trainer)
+        from pspl_lightning.launch.stop_requests import requested
+
+        if self.trainer.world_size > 1:
+            return self.__dict__.get("_agreed", 0) > 0
+        return requested() > 0 and not in_accumulation_window(self.trainer)
 
     @received_sigterm.setter
-    def received_sigterm(self, value: bool) -> None:
-        self.__dict__["_pending_sigterm"] = value
+    def received_sigterm(self, value: bool) -> None:  # Lightning resets it to False when it registers
+        from pspl_lightning.launch import stop_requests
+
+        if value:
+            stop_requests.request()
 
 
-def stop_at_optimizer_steps(trainer: L.Trainer) -> None:
-    """Let a SIGTERM stop ``trainer`` at optimizer steps only (see :class:`_SigtermAtOptimizerSteps`)."""
+def agreed_stop_signal(trainer: L.Trainer) -> int:
+    """The signal all ranks agreed to stop for (0: none yet); on one process, the one this process got."""
+    from pspl_lightning.launch.stop_requests import requested
+
+    if trainer.world_size > 1:
+        return trainer._signal_connector.__dict__.get("_agreed", 0)
+    return requested() if trainer.received_sigterm else 0
+
+
+def agree_on_stop_requests(trainer: L.Trainer) -> bool:
+    """Combine every rank's stop request (one all-reduce, MAX); True (on every rank) if any rank got one.
+
+    Called at the start of each optimizer step, in place of Lightning's per-step broadcast of rank 0's
+    flag (so a step still costs one collective), and after each validation batch of a run that has steps
+    left: every rank reaches these points equally often, so the ranks never wait on different operations.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from pspl_lightning.launch.stop_requests import requested
+
     connector = trainer._signal_connector
-    if isinstance(connector, _SigtermAtOptimizerSteps):
-        return
-    pending = connector.__dict__.pop("received_sigterm", False)
-    cls = type(connector)
-    connector.__class__ = type(f"{cls.__name__}AtOptimizerSteps", (_SigtermAtOptimizerSteps, cls), {})
-    connector.received_sigterm = pending
+    flag = torch.tensor([requested()], dtype=torch.int32, device=trainer.strategy.root_device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    connector.__dict__["_agreed"] = int(flag.item())
+    return connector.__dict__["_agreed"] > 0
+
+
+def stop_at_step_boundaries(trainer: L.Trainer, before_stop: Callable[[], None] | None = None) -> None:
+    """Install the stop protocol of :class:`_StopAtStepBoundaries` on ``trainer`` (idempotent).
+
+    Under DDP the agreement replaces Lightning's broadcast at the start of every training batch that starts
+    an optimizer step; ``before_stop()`` runs on every rank once the ranks agreed, before the stop is raised
+    (the weights check of :class:`~pspl_lightning.callbacks.guards.LastCheckpoint`).
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    connector = trainer._signal_connector
+    if not isinstance(connector, _StopAtStepBoundaries):
+        cls = type(connector)
+        connector.__dict__.pop("received_sigterm", None)
+        connector.__class__ = type(f"{cls.__name__}AtStepBoundaries", (_StopAtStepBoundaries, cls), {})
+    epoch_loop = trainer.fit_loop.epoch_loop
+
+    def agree_at_step_start() -> None:
+        if _at_optimizer_step_boundary(trainer) and agree_on_stop_requests(trainer):
+            if before_stop is not None:
+                before_stop()
+            raise SIGTERMException
+
+    epoch_loop._broadcast_sigterm_tensor = agree_at_step_start
+
+
+def agree_during_validation(trainer: L.Trainer) -> None:
+    """After a validation batch of a fit with steps left, under DDP: agree on stop requests, so that
+    Lightning's own check after the batch stops every rank at the same batch of a long validation."""
+    steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
+    if trainer.world_size > 1 and trainer.state.fn == "fit" and not trainer.sanity_checking and steps_left:
+        agree_on_stop_requests(trainer)
 
 
 class LazyStartDataLoader(DataLoader):

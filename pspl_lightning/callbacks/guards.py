@@ -4,6 +4,7 @@ write a checkpoint whose weights hold a NaN or an Inf."""
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterable, Mapping
 from itertools import chain
 from pathlib import Path
@@ -15,23 +16,30 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pspl_lightning.errors import TrainingDiverged
-from pspl_lightning.loop_state import close_finished_epoch_in, stop_at_optimizer_steps
+from pspl_lightning.launch.stop_requests import requeue_slurm_job
+from pspl_lightning.loop_state import (
+    agree_during_validation,
+    agreed_stop_signal,
+    close_finished_epoch_in,
+    stop_at_step_boundaries,
+)
 
 log = logging.getLogger("pspl_lightning")
 
 
 class LastCheckpoint(Callback):
     """Keeps ``checkpoints/last.ckpt`` current: every ``every_n_steps`` steps, after every validation, and
-    when SIGTERM arrives (cluster preemption, ``scancel``, ``kill``).
+    when the cluster asks the run to stop (SIGTERM: preemption, ``scancel``, ``kill``; SIGUSR1: SLURM's
+    ``--signal=SIGUSR1@120``, after which the job is also requeued).
 
     Lightning's ``ModelCheckpoint(save_last=True)`` skips ``last`` after a validation that did not improve
     the monitored metric and saves it once more after ``on_train_end``, when weight averaging has already
     copied the average into the network; this saves at step boundaries only, so ``resume`` always finds
-    the raw weights of the latest step. On SIGTERM Lightning lets the current step finish and then raises
-    ``SIGTERMException`` on every rank: the checkpoint is written then, at an optimizer step (a signal in
-    the middle of a gradient-accumulation window waits for the window's step). SLURM's SIGUSR1 before the
-    time limit is handled by Lightning's own auto-requeue, which writes ``hpc_ckpt_*.ckpt``; every save,
-    that one included, records an epoch that has run out as closed.
+    the raw weights of the latest step. A stop request is a flag every rank agrees on at an optimizer-step
+    boundary (or between two validation batches), :func:`~pspl_lightning.loop_state.stop_at_step_boundaries`;
+    then every rank raises ``SIGTERMException`` at the same point and the checkpoint is written together
+    (a signal in the middle of a gradient-accumulation window waits for the window's step). Every save
+    records an epoch that has run out as closed.
     """
 
     def __init__(self, dirpath: str | Path, every_n_steps: int = 1000, filename: str = "last.ckpt") -> None:
@@ -41,7 +49,8 @@ class LastCheckpoint(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            stop_at_optimizer_steps(trainer)
+            stop_at_step_boundaries(trainer, before_stop=lambda: refuse_nonfinite_checkpoint(
+                {"state_dict": pl_module.state_dict()}, trainer.global_step, trainer))
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resume needs
@@ -57,6 +66,10 @@ class LastCheckpoint(Callback):
             # raising leaves Lightning's shutdown intact (an exception out of on_exception skips its teardown)
             refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, step, trainer)
 
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        agree_during_validation(trainer)  # a long validation stops at a batch every rank agrees on
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Always: this validation's results (best score, loop progress) belong in the checkpoint.
         if not trainer.sanity_checking and trainer.state.fn == "fit":
@@ -69,17 +82,23 @@ class LastCheckpoint(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        # Lightning broadcasts SIGTERM to every rank and raises this on all of them at the same step, so
-        # the collective save below cannot deadlock; it also covers a signal that arrives mid-validation.
+        # Every rank raises SIGTERMException at the batch the ranks agreed on, so this collective save
+        # cannot deadlock; it also covers a stop agreed on mid-validation.
         if not isinstance(exception, SIGTERMException):
             return
+        signum = agreed_stop_signal(trainer) or signal.SIGTERM
+        name = signal.Signals(signum).name
         if self._validated_step == trainer.global_step:
             # The run's last step (max_steps) saved after its final validation, within its epoch; saved
             # again now, after Lightning has ended that epoch, a longer resumed run would skip its rest.
-            log.warning("SIGTERM: %s holds step %d already", self.path, trainer.global_step)
-            return
-        self._save(trainer)
-        log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
+            log.warning("%s: %s holds step %d already", name, self.path, trainer.global_step)
+        else:
+            self._save(trainer)
+            log.warning("%s: saved %s at step %d", name, self.path, trainer.global_step)
+        if signum == signal.SIGUSR1 and trainer.is_global_zero:
+            job = requeue_slurm_job()
+            if job is not None:
+                log.warning("SIGUSR1: requeued SLURM job %s; it continues from %s", job, self.path)
 
 
 def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:

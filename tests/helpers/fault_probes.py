@@ -114,3 +114,36 @@ class HpcSaveAt(Callback):
         if trainer.global_step == self.step:
             trainer.save_checkpoint(trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir))
             trainer.should_stop = True
+
+
+class SignalAt(Callback):
+    """Sends a stop signal to this rank's own process at a chosen moment, read from the environment so
+    that every run of a resumed chain carries the same config: ``PSPL_TEST_SIGNAL=<where>:<step>:<rank>[,...]``
+    with ``where`` one of ``save`` (inside a checkpoint save), ``val`` (before a validation batch) and
+    ``step`` (before a training batch), and ``rank`` a global rank or ``all``; ``PSPL_TEST_SIGNUM`` picks
+    the signal (default SIGTERM). Each once per folder: a marker file keeps a resumed run from repeating it."""
+
+    def _maybe_signal(self, trainer: L.Trainer, where: str) -> None:
+        import os
+        import signal
+
+        for spec in filter(None, os.environ.get("PSPL_TEST_SIGNAL", "").split(",")):
+            at, step, rank = spec.split(":")
+            marker = Path(trainer.default_root_dir) / f"signalled_{spec.replace(':', '_')}_{trainer.global_rank}"
+            if (at == where and int(step) == trainer.global_step and rank in ("all", str(trainer.global_rank))
+                    and not marker.exists()):
+                marker.touch()
+                os.kill(os.getpid(), int(os.environ.get("PSPL_TEST_SIGNUM", signal.SIGTERM)))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._maybe_signal(trainer, "save")
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not trainer.sanity_checking:
+            self._maybe_signal(trainer, "val")
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._maybe_signal(trainer, "step")
