@@ -8,6 +8,14 @@ the DataLoader workers during training) are timed on their own.
 
     python scripts/bench_data.py [--images 4] [--workers 2] [--seconds 5] [--synthesis-only]
     python scripts/bench_data.py --stream [--images 8] [--seconds 2] [--repeats 5]
+    python scripts/bench_data.py --scaling [--sizes 25,100,400,800] [--distinct 25] [--plot fig.png]
+
+``--scaling`` measures cost against the number of images: for each size, ``pspl-data prepare`` (decoded
+cache) and ``pspl-data optimize`` (litdata) seconds and bytes per image and peak RSS, then for each training
+loader (``div2k`` from the cache, ``stream`` from the chunks; 0 and ``--workers`` loader workers, each in a
+fresh process) its peak RSS, patches/s after warm-up and seconds to the first batch. It checks free disk
+first (800 images need about 20 GB at once) and deletes what it made. Its last line is one JSON object with
+``scaling`` (per size) and ``ratios_largest_to_smallest``.
 
 ``--stream`` compares, in one process, HR-only patches (the degradation-on-device path) streamed from litdata
 chunks (``pspl-data optimize``, both formats: decoded uint8 and PNG) with the decoded cache's: optimize time,
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -177,6 +187,201 @@ def synthesis(batch: int, patch: int, scale: int, seconds: float) -> tuple[dict,
     return rates, draw_ms
 
 
+# --- --scaling: cost against the number of images ----------------------------------------------------------
+SCALING_SIZES = (25, 100, 400, 800)
+LOADERS = ("div2k_w0", "div2k_w2", "stream_w0", "stream_w2")
+
+
+def scaling_disk_need(images: int, size: tuple[int, int], scale: int, png_bytes: int) -> int:
+    """Bytes the largest size needs at once: its PNGs, the decoded cache (HR + MATLAB-bicubic LR arrays) and
+    the uint8 litdata chunks (one HR array per image)."""
+    hr = size[0] * size[1] * 3
+    return images * (png_bytes + hr + hr // (scale * scale) + hr) + (1 << 30)
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(parents.get(pid, []))
+    return found
+
+
+def _pss_mb(pids: list[int]) -> float:
+    """Proportional set size of ``pids`` together (shared pages split between the processes), MB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except (OSError, ValueError):
+            continue
+    return total / 1024
+
+
+def _rss_child(cmd: list[str]) -> tuple[str, float, float]:
+    """(stdout, wall seconds, peak memory MB) of a command; the memory is the largest proportional set size
+    of its whole process tree (loader and litdata workers included), sampled every 0.2 s (ru_maxrss would
+    count this benchmark's own memory, which the child inherits up to its exec)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        peak = 0.0
+        while proc.poll() is None:
+            peak = max(peak, _pss_mb(_tree(proc.pid)))
+            time.sleep(0.2)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read()[-3000:]}")
+        return out.read(), wall, peak
+
+
+def train_child(loader: str, root: str, images: int, lit: str, workers: int, patch: int, scale: int,
+                batch: int, seconds: float) -> dict:
+    """In a fresh process: a training DataModule (``div2k``: the decoded cache; ``stream``: litdata chunks),
+    seconds from its construction to the first batch, then patches/s after warm-up."""
+    start = time.perf_counter()
+    common = {"scale": scale, "patch_size": patch, "batch_size": batch, "repeat": 20, "num_workers": workers,
+              "pin_memory": False, "progress": False, "persistent_workers": workers > 0}
+    if loader == "div2k":
+        dm = DIV2KDataModule(root=root, train_range=[1, images], val_range=[801, 801],
+                             cache_dir=str(Path(root).parent / "cache"), **common)
+        rate = patches_per_second
+    else:
+        from pspl_lightning.data.stream import StreamDataModule
+
+        dm = StreamDataModule(input_dir=lit, val_hr_dir=str(Path(root) / "DIV2K_valid_HR"), cache_dir=None,
+                              **common)
+        rate = hr_patches_per_second
+    dm.prepare_data()
+    dm.setup("fit")
+    loader_ = dm.train_dataloader()
+    next(iter(loader_))
+    first = time.perf_counter() - start
+    return {"first_step_s": round(first, 2), "patches_per_s": round(rate(loader_, seconds), 1)}
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def scaling(sizes: list[int], hw: tuple[int, int], patch: int, scale: int, batch: int, seconds: float,
+            distinct: int, work: Path, workers: int) -> dict:
+    """Per number of images: prepare and optimize seconds and bytes per image, their peak RSS, and per
+    training loader (div2k / stream, 0 and ``workers`` loader workers) peak RSS, patches/s and time to the
+    first batch. ``distinct`` images are generated; the others are byte copies of them (decoding and
+    writing cost the same per file; generating 800 images here would take half an hour)."""
+    import shutil
+
+    python, script = sys.executable, str(Path(__file__).resolve())
+    cli = [python, "-m", "pspl_lightning.cli.data"]
+    root = work / "DIV2K"
+    hr_dir = root / "DIV2K_train_HR"
+    make_div2k_folder(root, range(1, min(distinct, max(sizes)) + 1), range(801, 802), size=hw, with_lr=False)
+    sample = hr_dir / "0001.png"
+    need = scaling_disk_need(max(sizes), hw, scale, sample.stat().st_size)
+    free = shutil.disk_usage(work).free
+    print(f"--scaling needs about {need / 1e9:.1f} GB free under {work} for {max(sizes)} images; "
+          f"{free / 1e9:.1f} GB free", flush=True)
+    if free < need:
+        raise SystemExit(f"bench_data.py --scaling: {work} has {free / 1e9:.1f} GB free, {max(sizes)} "
+                         f"DIV2K-like images need about {need / 1e9:.1f} GB; use --dir on a larger disk or "
+                         f"fewer --sizes")
+    results: dict[str, dict] = {}
+    for n in sizes:
+        for i in range(distinct + 1, n + 1):
+            target = hr_dir / f"{i:04d}.png"
+            if not target.exists():
+                shutil.copyfile(hr_dir / f"{(i - 1) % distinct + 1:04d}.png", target)
+        only = work / f"hr_{n}"  # optimize's input: exactly these n images (links)
+        only.mkdir()
+        for i in range(1, n + 1):
+            (only / f"{i:04d}.png").symlink_to(hr_dir / f"{i:04d}.png")
+        cache, lit = work / "cache", work / f"lit_{n}"
+        row: dict = {}
+        out, wall, rss = _rss_child([*cli, "prepare", "data=div2k", f"data.root={root}",
+                                     f"data.train_range=[1,{n}]", "data.val_range=[801,801]",
+                                     f"data.cache_dir={cache}", f"workers={workers}", "data.progress=false"])
+        seconds_in = float(out.rsplit("ready in ", 1)[1].split()[0])
+        row.update(prepare_s_per_image=round(seconds_in / n, 4), prepare_wall_s=round(wall, 1),
+                   prepare_peak_rss_mb=round(rss, 1),
+                   cache_bytes_per_image=round(_folder_bytes(cache) / (n + 1)))
+        out, wall, rss = _rss_child([*cli, "optimize", f"input={only}", f"output={lit}",
+                                     f"workers={workers}"])
+        seconds_in = float(out.rsplit(" in ", 1)[1].split()[0])
+        row.update(optimize_s_per_image=round(seconds_in / n, 4), optimize_wall_s=round(wall, 1),
+                   optimize_peak_rss_mb=round(rss, 1), stream_bytes_per_image=round(_folder_bytes(lit) / n))
+        for key in ("train_peak_rss_mb", "patches_per_s", "first_step_s"):
+            row[key] = {}
+        for name in LOADERS:
+            loader, w = name.split("_w")
+            w = workers if int(w) else 0
+            out, _, rss = _rss_child([python, script, "--_train-child", loader, str(root), str(n), str(lit),
+                                      str(w), str(patch), str(scale), str(batch), "--seconds", str(seconds)])
+            child = json.loads(out.strip().splitlines()[-1])
+            row["train_peak_rss_mb"][name] = round(rss, 1)
+            row["patches_per_s"][name] = child["patches_per_s"]
+            row["first_step_s"][name] = child["first_step_s"]
+        results[str(n)] = row
+        print(f"{n} images: {json.dumps(row)}", flush=True)
+        shutil.rmtree(cache)
+        shutil.rmtree(lit)
+        shutil.rmtree(only)
+    return results
+
+
+def scaling_ratios(results: dict[str, dict]) -> dict:
+    """Largest size / smallest size of each per-image cost, rate, RSS and first-step time."""
+    small, large = results[min(results, key=int)], results[max(results, key=int)]
+    ratios = {k: round(large[k] / small[k], 3) for k in ("prepare_s_per_image", "optimize_s_per_image")}
+    for key in ("patches_per_s", "train_peak_rss_mb", "first_step_s"):
+        ratios[key] = {n: round(large[key][n] / small[key][n], 3) for n in small[key]}
+    return ratios
+
+
+def plot_scaling(results: dict[str, dict], path: Path) -> None:
+    """Seconds per image (prepare, optimize) and patches/s per loader against images, log x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = sorted(results, key=int)
+    x = [int(n) for n in sizes]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("prepare_s_per_image", "pspl-data prepare"), ("optimize_s_per_image",
+                                                                        "pspl-data optimize")):
+        ax1.plot(x, [results[n][key] for n in sizes], "o-", label=label)
+    ax1.set(xscale="log", xlabel="training images", ylabel="seconds per image", ylim=(0, None),
+            title="preparing: cost per image")
+    for name in LOADERS:
+        ax2.plot(x, [results[n]["patches_per_s"][name] for n in sizes], "o-", label=name)
+    ax2.set(xscale="log", xlabel="training images", ylabel="patches / s", ylim=(0, None),
+            title="training loader: patches per second")
+    for ax in (ax1, ax2):
+        ax.minorticks_off()
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -191,8 +396,49 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--synthesis-only", action="store_true", help="only the on-device synthesis rows")
     parser.add_argument("--stream", action="store_true", help="only litdata streaming vs the decoded cache")
     parser.add_argument("--repeats", type=int, default=5, help="alternating measurements for --stream")
+    parser.add_argument("--scaling", action="store_true", help="only cost against the number of images")
+    parser.add_argument("--sizes", default=",".join(map(str, SCALING_SIZES)),
+                        help="--scaling: numbers of training images, comma-separated")
+    parser.add_argument("--distinct", type=int, default=25,
+                        help="--scaling: images generated; the others are byte copies of them")
+    parser.add_argument("--plot", type=Path, default=None, help="--scaling: write the figure here")
+    parser.add_argument("--_train-child", nargs=8, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args._train_child:
+        loader, root, n, lit, w, patch, scale, batch = args._train_child
+        report = train_child(loader, root, int(n), lit, int(w), int(patch), int(scale), int(batch),
+                             args.seconds)
+        print(json.dumps(report))
+        return report
     h, w = (int(v) for v in args.size.lower().split("x"))
+    if args.scaling:
+        sizes = sorted(int(v) for v in args.sizes.split(","))
+        workers = min(args.workers, os.cpu_count() or 1)
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="pspl-scaling-") as tmp:
+            results = scaling(sizes, (h, w), args.patch, args.scale, args.batch, args.seconds, args.distinct,
+                              Path(tmp), workers)
+        if args.plot:
+            plot_scaling(results, args.plot)
+        print(f"\nDIV2K-like {w}x{h} images, HR patch {args.patch}, x{args.scale}, batch {args.batch}, "
+              f"{workers} prepare/optimize workers; loaders: div2k (decoded cache) and stream (litdata), "
+              f"0 and {workers} loader workers")
+        print(f"{'images':>7}{'prep s/img':>11}{'opt s/img':>10}{'cache MB/img':>13}{'chunk MB/img':>13}"
+              f"{'prep RSS MB':>12}" + "".join(f"{n + ' p/s':>15}" for n in LOADERS))
+        for n, row in results.items():
+            print(f"{n:>7}{row['prepare_s_per_image']:>11.3f}{row['optimize_s_per_image']:>10.3f}"
+                  f"{row['cache_bytes_per_image'] / 1e6:>13.2f}{row['stream_bytes_per_image'] / 1e6:>13.2f}"
+                  f"{row['prepare_peak_rss_mb']:>12.0f}"
+                  + "".join(f"{row['patches_per_s'][k]:>15.0f}" for k in LOADERS))
+        commit = os.environ.get("PSPL_COMMIT") or subprocess.run(  # PSPL_COMMIT: run from an exported tree
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parent).stdout.strip()
+        report = {"scaling": results, "ratios_largest_to_smallest": scaling_ratios(results),
+                  "config": {"sizes": sizes, "size": [h, w], "distinct": args.distinct, "patch": args.patch,
+                             "scale": args.scale, "batch": args.batch, "workers": workers,
+                             "seconds": args.seconds, "cpus": os.cpu_count(), "commit": commit,
+                             "date": time.strftime("%Y-%m-%d", time.gmtime())}}
+        print(json.dumps(report))
+        return report
     if args.stream:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             report = stream_vs_cache(args.images, (h, w), args.patch, args.scale, args.batch, args.seconds,
