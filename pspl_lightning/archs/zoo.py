@@ -36,10 +36,21 @@ SCALE_KEYWORDS = ("upscale", "upscale_factor", "up_scale", "upscaling_factor", "
 SCALES = (2, 3, 4)
 # channel counts spandrel's classes take without a default (SPAN, MMRealSR): RGB in and out
 _CHANNEL_ARGS = ("num_in_ch", "num_out_ch", "in_ch", "out_ch", "in_nc", "out_nc")
-# keywords whose class default is missing or does not build: the community's value (SAFMN's official
-# x2-x4 width; SwinIR's and Swin2SR's default window 7 does not divide their default img_size 64)
-REQUIRED: dict[str, dict[str, Any]] = {"SAFMN": {"dim": 36}, "SwinIR": {"window_size": 8},
-                                       "Swin2SR": {"window_size": 8}}
+# keywords whose class default is missing, does not build, or gives a file spandrel reads otherwise: the
+# community's value (SAFMN's official x2-x4 width; SwinIR's and Swin2SR's default window 7 does not divide
+# their default img_size 64; spandrel's GRL loader assumes the official SR models' window and stripes,
+# which a state dict does not hold)
+REQUIRED: dict[str, dict[str, Any]] = {
+    "SAFMN": {"dim": 36}, "SwinIR": {"window_size": 8}, "Swin2SR": {"window_size": 8},
+    "GRL": {"window_size": 32, "stripe_size": [64, 64], "stripe_shift": True, "anchor_window_down_factor": 4},
+}
+# upscaling ids the zoo does not train, and why (one line each, at build time)
+REFUSED: dict[str, str] = {
+    "AuraSR": "a fixed-x4 GAN upsampler whose forward adds random noise and draws a random style on every "
+              "call (its output is not a function of the input)",
+    "IPT": "a multi-task transformer whose class takes only inputs of exactly its patch size in [0, 255] "
+           "(spandrel runs it through a chopping wrapper, not the class's forward)",
+}
 _SR_PURPOSE = re.compile(r'purpose=(?:"Restoration" if [^\n]* else )?"SR"')
 
 
@@ -78,6 +89,8 @@ def upscaling_ids() -> tuple[str, ...]:
 def _resolve(arch: str) -> tuple[str, tuple[type[nn.Module], ...]]:
     """(spandrel id, candidate classes) of ``arch``: an upscaling id, or a class name of one (RealPLKSR)."""
     ids = upscaling_ids()
+    if arch in REFUSED:
+        raise ConfigError(f"model.arch={arch} is not trained here: spandrel's {arch} is {REFUSED[arch]}")
     if arch in ids:
         return arch, _classes(arch)
     for arch_id in ids:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,11 +100,23 @@ def _difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max().item())
 
 
-def spandrel_difference(path: Path, net: nn.Module, check_size: tuple[int, int] = CHECK_SIZE
-                        ) -> tuple[str, int, float] | None:
+def spandrel_difference(path: Path, net: nn.Module, check_size: tuple[int, int] = CHECK_SIZE,
+                        desc: Any = None) -> tuple[str, int, float] | None:
     """(spandrel's architecture id, scale, largest |difference| from ``net``; inf when the output sizes
-    differ) of ``path`` loaded by spandrel's ``ModelLoader``, on a random input; None when spandrel is absent
-    or does not recognise the file."""
+    differ) of ``path`` loaded by spandrel's ``ModelLoader``, on a random input of ``check_size`` (raised to
+    the size the architecture requires, spandrel's ``size_requirements``); None when spandrel is absent or
+    does not recognise the file. ``desc``: the file's descriptor when the caller has it."""
+    desc = desc if desc is not None else spandrel_descriptor(path)
+    if desc is None:
+        return None
+    x = check_input(fitted_size(check_size, desc))
+    with torch.no_grad():  # clones: spandrel's RCAN scales its input in place
+        diff = _difference(desc.model.eval()(x.clone()), net.eval()(x.clone()))
+    return str(desc.architecture.id), int(desc.scale), diff
+
+
+def spandrel_descriptor(path: Path) -> Any:
+    """spandrel's ``ImageModelDescriptor`` of ``path``; None when spandrel is absent or does not know it."""
     try:
         from spandrel import ModelLoader, UnsupportedModelError
     except ImportError:
@@ -112,18 +125,25 @@ def spandrel_difference(path: Path, net: nn.Module, check_size: tuple[int, int] 
 
     register_spandrel()
     try:
-        desc = ModelLoader().load_from_file(path)
+        return ModelLoader().load_from_file(path)
     except UnsupportedModelError:
         return None
-    x = check_input(check_size)
-    with torch.no_grad():  # clones: spandrel's RCAN scales its input in place
-        diff = _difference(desc.model.eval()(x.clone()), net.eval()(x.clone()))
-    return str(desc.architecture.id), int(desc.scale), diff
+
+
+def fitted_size(size: tuple[int, int], desc: Any = None) -> tuple[int, int]:
+    """``size`` raised to spandrel's size requirements of ``desc`` (minimum, multiple of; DRCT, DITN and
+    others do not pad themselves)."""
+    req = getattr(desc, "size_requirements", None)
+    if req is None:
+        return size
+    step = max(int(getattr(req, "multiple_of", 1) or 1), 1)
+    low = int(getattr(req, "minimum", 0) or 0)
+    return tuple(max(-(-v // step) * step, -(-low // step) * step) for v in size)  # type: ignore[return-value]
 
 
 def own_difference(path: Path, net: nn.Module, check_size: tuple[int, int] = CHECK_SIZE) -> float:
     """Largest |difference| between ``net`` and the network pspl-eval/pspl-upscale/init_from rebuild from
-    ``path`` (inf when the output sizes differ)."""
+    ``path`` (inf when the output sizes differ), on a random input of ``check_size``."""
     x = check_input(check_size)
     with torch.no_grad():
         return _difference(load_network(path).net(x.clone()), net.eval()(x.clone()))
@@ -159,19 +179,22 @@ def check_weights_file(path: Path, loaded: LoadedNetwork, half: bool = False
     :data:`CHECK_TOLERANCE`, raises :class:`ExportCheckError`."""
     name = network_name(loaded.model_config)
     ref = as_stored(loaded.net.eval(), half)
-    size = f"{CHECK_SIZE[1]}x{CHECK_SIZE[0]}"
-    ours = own_difference(path, ref)
+    desc = spandrel_descriptor(path)
+    check_size = fitted_size(CHECK_SIZE, desc)
+    size = f"{check_size[1]}x{check_size[0]}"
+    ours = own_difference(path, ref, check_size)
     if not ours <= CHECK_TOLERANCE:
         raise ExportCheckError(f"{name} x{loaded.scale}: the written file does not load back as the network "
                                f"(largest output difference {ours:.3g} on a {size} input); nothing written")
     lines = [f"Read back as pspl-eval reads it: largest difference {ours:.3g}"]
-    checked = spandrel_difference(path, ref)
-    if checked is None:
+    if desc is None:
         if hasattr(loaded.net, "spandrel_id"):
-            raise ExportCheckError(f"{name} x{loaded.scale}: spandrel does not recognise the written file; "
-                                   f"nothing written")
+            raise ExportCheckError(f"{name} x{loaded.scale}: spandrel does not recognise the written file "
+                                   f"(these options give keys its detection does not know); nothing written")
         lines.append(f"spandrel does not load {name} files (pspl-eval, pspl-upscale and init_from do)")
         return lines, None
+    checked = spandrel_difference(path, ref, check_size, desc)
+    assert checked is not None
     arch, scale, diff = checked
     want = expected_spandrel_id(loaded)
     if (arch, scale) != (want, loaded.scale):
@@ -182,12 +205,25 @@ def check_weights_file(path: Path, loaded: LoadedNetwork, half: bool = False
                                f"(pspl-eval and pspl-upscale read the checkpoint itself)")
     if not diff <= CHECK_TOLERANCE:
         raise ExportCheckError(f"{name} x{loaded.scale}: spandrel's ModelLoader reads the written file with "
-                               f"a largest output difference of {diff:.3g} on a {size} input; nothing "
-                               f"written")
+                               f"a largest output difference of {diff:.3g} on a {size} input (it reads "
+                               f"{_differing(desc, loaded.net)}); nothing written")
     stored = "fp16 weights" if half else "PyTorch"
     lines.append(f"spandrel's ModelLoader reads it as {arch} x{scale}; largest difference from {stored} on a "
                  f"{size} input: {diff:.3g}")
     return lines, diff
+
+
+def _differing(desc: Any, net: nn.Module) -> str:
+    """The hyper-parameters spandrel's loader assumed otherwise (those the state dict does not hold)."""
+    theirs, ours = getattr(desc.model, "hyperparameters", {}), getattr(net, "hyperparameters", {})
+    keys = [k for k in ours if k in theirs and _plain(theirs[k]) != _plain(ours[k])]
+    if not keys:
+        return "the same hyper-parameters; the output still differs"
+    return ", ".join(f"{k}={_plain(theirs[k])} for {_plain(ours[k])}" for k in keys)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def export_model(ckpt: str | Path, output: str | Path, ema: bool = True, half: bool = False,
