@@ -69,9 +69,9 @@ class SigtermAt(Callback):
 
 class HpcBetweenEpochs(Callback):
     """Just before epoch ``epoch`` starts (Lightning sets the sampler's epoch after closing the last one),
-    SLURM's requeue signal arrives: ``signal=True`` sends SIGUSR1 to this process (Lightning's own handler
-    writes ``hpc_ckpt_1.ckpt`` and calls ``scontrol requeue``); else the hpc checkpoint is saved as that
-    handler saves it."""
+    SLURM's requeue signal arrives: ``signal=True`` sends SIGUSR1 to this process (a stop request: the run
+    saves ``last.ckpt`` at the next step boundary and calls ``scontrol requeue``); else ``hpc_ckpt_1.ckpt``
+    is saved at once, as Lightning's own SLURM handler saves it whenever the signal arrives."""
 
     def __init__(self, epoch: int, signal: bool = False) -> None:
         self.epoch, self.signal = epoch, signal
@@ -83,7 +83,8 @@ class HpcBetweenEpochs(Callback):
 
         def set_epoch_and_signal(epoch: int) -> None:
             set_epoch(epoch)
-            if epoch == self.epoch and not list(folder.glob("hpc_ckpt_*.ckpt")):  # once: not in the requeue
+            done = list(folder.glob("hpc_ckpt_*.ckpt")) or (folder / "checkpoints" / "last.ckpt").exists()
+            if epoch == self.epoch and not done:  # once: not in the requeued job
                 if self.signal:
                     os.kill(os.getpid(), signal.SIGUSR1)
                 else:
@@ -310,11 +311,12 @@ def test_a_slurm_sweep_without_slurm_is_one_line(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.slow
 def test_a_requeued_slurm_job_continues_bit_for_bit(sample_root: Path, tmp_path: Path) -> None:
-    """The real path once, through the entry point: a SLURM environment, Lightning's own SIGUSR1 handler
-    (the signal arrives between two epochs) and a stub ``scontrol`` on PATH that records the requeue and
-    kills the job, as SLURM does; the same command again (the requeued job) continues from the job's
-    ``hpc_ckpt_1.ckpt`` and ends with the weights of the uninterrupted run. The fast variant of the
-    closed-epoch claim is test_an_hpc_checkpoint_between_epochs_resumes_exactly."""
+    """The real path once, through the entry point: a SLURM environment, SIGUSR1 between two epochs (a
+    stop request: the run saves ``checkpoints/last.ckpt`` at the next step boundary, then asks for the
+    requeue) and a stub ``scontrol`` on PATH that records the requeue and kills the job, as SLURM does; the
+    same command again (the requeued job) continues from the job's ``last.ckpt`` and ends with the weights
+    of the uninterrupted run. The fast variant of the closed-epoch claim (a checkpoint written between two
+    epochs) is test_an_hpc_checkpoint_between_epochs_resumes_exactly."""
     bin_dir, requeues = tmp_path / "bin", tmp_path / "requeues.txt"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {requeues}\nkill -KILL $PPID\n')
@@ -331,7 +333,7 @@ def test_a_requeued_slurm_job_continues_bit_for_bit(sample_root: Path, tmp_path:
     assert job.returncode == -signal.SIGKILL, job.stdout[-2000:] + job.stderr[-2000:]
     assert requeues.read_text() == "requeue 4242\n"
     folder = tmp_path / "outputs" / "train" / "runs" / "slurm-4242-0"
-    assert [p.name for p in folder.glob("**/*.ckpt")] == ["hpc_ckpt_1.ckpt"]
+    assert [p.name for p in folder.glob("**/*.ckpt")] == ["last.ckpt"]
     requeued = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert requeued.returncode == 0, requeued.stdout[-2000:] + requeued.stderr[-2000:]
     assert json.loads((folder / "metrics.json").read_text())["global_step"] == 5
