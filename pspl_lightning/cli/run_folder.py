@@ -8,11 +8,14 @@ existing folder.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.legacy import model_config
@@ -22,6 +25,17 @@ log = logging.getLogger("pspl_lightning")
 # what must be equal for a checkpoint found in a run's own folder to be continued by this run
 SAME_RUN_KEYS = ("model", "loss", "optimizer", "schedule", "seed", "degradation", "data.scale",
                  "data.patch_size", "data.batch_size")
+
+
+class KeepRunRecord(Callback):
+    """Hydra callback: a command whose run folder (``hydra.run.dir``) already holds a run's checkpoint
+    continues that run (resume, a requeued job) or is refused; either way Hydra must not rewrite the run's
+    record of its command (``.hydra/*.yaml``), which it does before the task starts."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if run_checkpoint(Path(str(config.hydra.run.dir))) is not None:
+            with read_write(config.hydra), open_dict(config.hydra):
+                config.hydra.output_subdir = None
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:
@@ -55,8 +69,17 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(own, resolve=True)  # an unused ??? stays the string "???"
 
 
+class NothingToTrain(Exception):  # noqa: N818 - not an error: the command ends with status 0
+    """A resumed run already at ``trainer.max_steps``: one line, exit status 0, the run's files untouched."""
+
+    def __init__(self, message: str, run: Path) -> None:
+        super().__init__(message)
+        self.run = run
+
+
 def resolve_resume(cfg: DictConfig) -> str | None:
-    """The checkpoint this run continues from, pointing ``paths.output_dir`` at the resumed run's folder."""
+    """The checkpoint this run continues from, pointing ``paths.output_dir`` at the resumed run's folder and
+    making ``cfg`` the run's recorded config (``resume_rules``); :class:`NothingToTrain` when it is done."""
     resume, ckpt_path = cfg.get("resume") or False, cfg.get("ckpt_path")
     output_dir = Path(cfg.paths.output_dir)
     if ckpt_path:
@@ -64,21 +87,31 @@ def resolve_resume(cfg: DictConfig) -> str | None:
             raise ConfigError("set either resume or ckpt_path, not both")
         if not Path(ckpt_path).is_file():
             raise ConfigError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+        _take_recorded_config(cfg, Path(ckpt_path), f"ckpt_path={ckpt_path}")
         return str(ckpt_path)
     own = run_checkpoint(output_dir)
     if own is not None and resume in (True, False):  # this invocation's folder holds a checkpoint
-        check_same_run(cfg, own)
-        if not resume:
-            log.warning("%s already holds %s: continuing that run (requeued job)", output_dir, own)
+        if not resume:  # a requeued job, or a folder named again with hydra.run.dir: only its own run
+            check_same_run(cfg, own)
         run, ckpt = output_dir, own
+        what = "resume=true" if resume else f"{output_dir} (a run folder continued by a requeued job)"
     elif not resume:
         return None
     elif resume is True:
         run, ckpt = latest_run(Path(cfg.paths.log_dir) / str(cfg.task_name) / "runs", exclude=output_dir)
+        what = f"resume=true ({run})"
     else:
         run, ckpt = Path(str(resume)), run_checkpoint(Path(str(resume)))
         if ckpt is None:
             raise ConfigError(f"resume={resume}: no checkpoints/last.ckpt in that folder")
+        what = f"resume={resume}"
+    step = _take_recorded_config(cfg, ckpt, what)
+    max_steps = cfg.trainer.max_steps
+    if isinstance(max_steps, int) and step >= max_steps:  # (a bad value is refused by the config checks)
+        raise NothingToTrain(f"Nothing left to train: {ckpt} is at step {step} and trainer.max_steps="
+                             f"{max_steps}; the run is unchanged (raise trainer.max_steps to train on)", run)
+    if own is not None and not resume:
+        log.warning("%s already holds %s: continuing that run (requeued job)", output_dir, own)
     if run.resolve() != output_dir.resolve():  # this invocation's own folder keeps its command line only
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "resumed_into.txt").write_text(f"{run}\n")
@@ -90,6 +123,35 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     _resume_wandb_run(cfg, run)
     log.info("Resuming %s from %s", run, ckpt)
     return str(ckpt)
+
+
+def finished_run(run: Path, own_folder: Path) -> dict[str, float]:
+    """The metrics of a run that had nothing left to train, read without writing anything; this command's
+    own folder (Hydra's record of the command) is removed when it is not the run's."""
+    if own_folder.resolve() != run.resolve() and own_folder.is_dir() and \
+            {p.name for p in own_folder.iterdir()} <= {".hydra", "train.log"}:
+        shutil.rmtree(own_folder)
+    metrics = run / "metrics.json"
+    return json.loads(metrics.read_text()) if metrics.is_file() else {}
+
+
+def _take_recorded_config(cfg: DictConfig, ckpt: Path, what: str) -> int:
+    """Make ``cfg`` the config recorded in ``ckpt`` plus this command's free keys (resume_rules); its step."""
+    from pspl_lightning.cli.resume_rules import (
+        defaults_config,
+        hydra_overrides,
+        override_keys,
+        recorded_config,
+        take_recorded_config,
+    )
+
+    recorded, step = recorded_config(ckpt)
+    if recorded is None:
+        log.warning("%s records no run config (pspl_config): continuing with this command's", ckpt)
+        return step
+    overrides, config_name = hydra_overrides()
+    take_recorded_config(cfg, recorded, override_keys(overrides), defaults_config(config_name), what)
+    return step
 
 
 def check_same_run(cfg: DictConfig, ckpt: Path) -> None:

@@ -17,16 +17,21 @@ from pspl_lightning.cli.failures import EXIT_USER_ERROR, one_line_failures, refu
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
 from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
-from pspl_lightning.cli.run_folder import resolve_resume
+from pspl_lightning.cli.run_folder import NothingToTrain, finished_run, resolve_resume
+from pspl_lightning.cli.sweep_summary import EXIT_SWEEP_FAILED, failed_jobs, note_failure
 
 log = logging.getLogger("pspl_lightning")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Train as ``cfg`` says, end with a validation pass, write ``metrics.json``; return its metrics."""
+    try:
+        ckpt_path = resolve_resume(cfg)  # a resume takes the run's recorded config first
+    except NothingToTrain as done:
+        print(done, file=sys.stderr, flush=True)  # not logged: the run's train.log stays as it was
+        return finished_run(done.run, own_folder=Path(cfg.paths.output_dir))
     check_train_config(cfg)  # before the heavy imports below: a config mistake answers at once
     adapt_to_launch(cfg)
-    ckpt_path = resolve_resume(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -91,6 +96,7 @@ def _after_failure(status: int) -> float | None:
     """In a sweep, one failed job must not end the others: NaN marks it failed. Otherwise a mistake
     leaves no run folder behind."""
     if hydra_runtime()[0]:
+        note_failure(status)  # the kind of failure, for the sweep's table
         return float("nan")
     if status == EXIT_USER_ERROR:
         remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
@@ -110,6 +116,11 @@ def main() -> None:
     refuse_moved_keys(sys.argv[1:])
     refuse_unavailable_launcher(sys.argv[1:])
     _hydra_main()
+    failed = failed_jobs()  # a sweep (-m) whose table, printed above, shows a failed job
+    if failed:
+        jobs = ", ".join(f"#{r.num}" for r in failed)
+        print(f"Sweep: {len(failed)} job(s) failed: {jobs} (the table above)", file=sys.stderr)
+        sys.exit(EXIT_SWEEP_FAILED)
 
 
 if __name__ == "__main__":
