@@ -58,3 +58,50 @@ def test_bench_script_reports_json(tmp_path: Path, capsys: pytest.CaptureFixture
     assert all(v > 0 for row in last["patches_per_s"].values() for v in row.values())
     assert set(last["speedup_vs_whole_array"]) == {"1 process", "1 workers"}
     assert not list(tmp_path.iterdir())  # the temporary folder is removed
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_data", REPO / "scripts" / "bench_data.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_scaling_refuses_without_the_disk_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """800 DIV2K-size images need their PNGs, the decoded cache (HR + x2 LR) and the uint8 chunks at once."""
+    bench = _bench()
+    hr = 1356 * 2040 * 3
+    need = bench.scaling_disk_need(800, (1356, 2040), 2, 5_000_000)
+    assert need == 800 * (5_000_000 + hr + hr // 4 + hr) + 2**30
+    monkeypatch.setattr("shutil.disk_usage", lambda _: type("U", (), {"free": 10**9})())
+    with pytest.raises(SystemExit, match=r"has 1\.0 GB free, 800 DIV2K-like images need about 1\.\d GB"):
+        bench.main(["--scaling", "--sizes", "2,800", "--distinct", "1", "--size", "48x64", "--dir",
+                    str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # what it made is removed
+
+
+def test_bench_scaling_ratios() -> None:
+    row = {"prepare_s_per_image": 0.5, "optimize_s_per_image": 0.4, "patches_per_s": {"a": 100.0},
+           "train_peak_rss_mb": {"a": 500.0}, "first_step_s": {"a": 2.0}}
+    big = {"prepare_s_per_image": 0.6, "optimize_s_per_image": 0.2, "patches_per_s": {"a": 80.0},
+           "train_peak_rss_mb": {"a": 510.0}, "first_step_s": {"a": 3.0}}
+    assert _bench().scaling_ratios({"25": row, "800": big, "100": row}) == {
+        "prepare_s_per_image": 1.2, "optimize_s_per_image": 0.5, "patches_per_s": {"a": 0.8},
+        "train_peak_rss_mb": {"a": 1.02}, "first_step_s": {"a": 1.5}}
+
+
+@pytest.mark.slow
+def test_bench_scaling_reports_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--scaling`` at 2 tiny sizes (each step a fresh process: minutes on 2 busy cores)."""
+    _bench().main(["--scaling", "--sizes", "2,4", "--distinct", "2", "--size", "64x80", "--patch", "32",
+                   "--batch", "2", "--seconds", "0.2", "--dir", str(tmp_path), "--plot",
+                   str(tmp_path / "f.png")])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["scaling"]) == {"2", "4"}
+    keys = {"prepare_s_per_image", "optimize_s_per_image", "cache_bytes_per_image", "stream_bytes_per_image",
+            "prepare_peak_rss_mb", "train_peak_rss_mb", "patches_per_s", "first_step_s"}
+    assert keys <= set(last["scaling"]["4"])
+    assert last["scaling"]["4"]["cache_bytes_per_image"] > 64 * 80 * 3 * 1.25  # HR + x2 LR arrays
+    assert set(last["scaling"]["4"]["patches_per_s"]) == {"div2k_w0", "div2k_w2", "stream_w0", "stream_w2"}
+    assert (tmp_path / "f.png").stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == ["f.png"]
