@@ -23,6 +23,7 @@ from pspl_lightning.data.degrade import degradation_from_config, set_files
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
 from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
+from pspl_lightning.inference.lpips import LPIPSRecorder, lpips_metric, lpips_weights_missing
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
 
 log = logging.getLogger("pspl_lightning")
@@ -96,6 +97,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
                                   resolve_device(cfg.device)))
             for net in nets for name in sets]
     scores: list[ImageScore] = []
+    lpips, lpips_scores = _lpips(cfg), {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         for net, name, files in jobs:
@@ -104,6 +106,8 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
                                 self_ensemble=bool(cfg.self_ensemble))
             task = progress.add_task(f"{name} x{net.scale}", total=len(files))
             save_dir = output_dir / "images" / folder / f"x{net.scale}" if cfg.save_images else None
+            if lpips is not None:  # metrics.lpips=true with its weights at hand: scored on the same SR
+                upscaler = lpips_scores[f"{folder} x{net.scale}"] = LPIPSRecorder(upscaler, files, lpips)
             scores += evaluate_set(upscaler, folder, files, save_dir,
                                    on_image=lambda task=task: progress.advance(task))
     summary = summarize(scores)
@@ -114,12 +118,32 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
         "self_ensemble": bool(cfg.self_ensemble), "tile": cfg.tile, "tile_overlap": cfg.tile_overlap,
         "degradation": {f"x{s}": d.describe() for s, d in degradations.items() if d is not None},
     }
+    if lpips_scores:
+        meta["lpips"] = {k: {"mean": r.mean(), "images": dict(r.scores)} for k, r in lpips_scores.items()}
     write_results(output_dir, scores, summary, meta)
     plus = " (self-ensemble x8)" if cfg.self_ensemble else ""
     title = ", ".join(f"{n.describe()}" for n in nets) + plus
     console.print(results_table(summary, title))
+    if lpips_scores:
+        net_type = cfg.metrics.get("lpips_net", "alex")
+        console.print(f"LPIPS ({net_type}, lower is closer): "
+                      + ", ".join(f"{k} {r.mean():.4f}" for k, r in lpips_scores.items()))
     console.print(f"Per-image results: {output_dir / 'results.csv'}, {output_dir / 'results.json'}")
     return summary
+
+
+def _lpips(cfg: DictConfig) -> Any:
+    """The LPIPS scorer when ``metrics.lpips`` asks for it and its weights are at hand; else None (one line
+    says why when they are not)."""
+    metrics = cfg.get("metrics") or {}
+    if not metrics.get("lpips"):
+        return None
+    net_type = str(metrics.get("lpips_net", "alex"))
+    missing = lpips_weights_missing(net_type)
+    if missing is not None:
+        log.warning(missing)
+        return None
+    return lpips_metric(net_type, resolve_device(cfg.device))
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval")
