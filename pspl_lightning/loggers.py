@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from typing import Any
 
@@ -11,6 +12,8 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+log = logging.getLogger("pspl_lightning")
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -35,9 +38,26 @@ class CSVLogger(_LightningCSVLogger):
 
 
 class WandbLogger(_LightningWandbLogger):
-    """``lightning.pytorch.loggers.WandbLogger`` without the ``anonymous`` setting, which Lightning always
-    passes to ``wandb.init`` and which wandb only answers with a warning that it has no effect."""
+    """``lightning.pytorch.loggers.WandbLogger`` that says what a user needs and nothing else: an offline run
+    prints one line, where it is and how to upload it (wandb's own 30-odd lines of history, summary and
+    hints are silenced), an online run only wandb's essential lines (``quiet``). Without the ``anonymous``
+    setting, which Lightning always passes to ``wandb.init`` and wandb only answers with a warning."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._wandb_init.pop("anonymous", None)
+        if "settings" not in self._wandb_init:
+            import wandb
+
+            self._wandb_init["settings"] = wandb.Settings(silent=True) if self._offline \
+                else wandb.Settings(quiet=True)
+
+    @property
+    def experiment(self) -> Any:
+        fresh = self._experiment is None
+        run = super().experiment
+        settings = getattr(run, "settings", None)
+        if fresh and settings is not None and getattr(settings, "mode", None) == "offline":
+            log.info("W&B run saved offline in %s; upload it with: wandb sync %s", settings.sync_dir,
+                     settings.sync_dir)
+        return run

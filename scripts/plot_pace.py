@@ -23,7 +23,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
+from pspl_lightning.cli.failures import one_line_failures  # noqa: E402
 from pspl_lightning.data.io import read_image  # noqa: E402
+from pspl_lightning.errors import OutputExistsError  # noqa: E402
 from pspl_lightning.imresize import (  # noqa: E402
     imresize,  # noqa: E402
     make_lr,
@@ -65,7 +67,7 @@ def _to_tensor(img: np.ndarray) -> torch.Tensor:
 def _check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
+        raise OutputExistsError(f"{', '.join(existing)} exist(s); pass --overwrite to replace")
 
 
 def plot_curves(loss: PSPLLoss, steps: Sequence[int], out: Path) -> None:
@@ -149,4 +151,4 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    one_line_failures()(main)(sys.argv[1:])  # a mistake (an existing output): one line, exit status 2

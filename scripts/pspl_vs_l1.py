@@ -36,6 +36,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script compare_runs.py
 from compare_runs import Curve, read_run  # noqa: E402
 
+from pspl_lightning.cli.failures import one_line_failures  # noqa: E402
+from pspl_lightning.errors import OutputExistsError  # noqa: E402
+
 METRIC = "val/psnr_y"
 SSIM = "val/ssim_y"  # PSPL weighs pixels by SSIM: its final value is tabulated beside the PSNR
 # Loggers store float32 (about 4e-6 dB of rounding at 33 dB) and metrics.json float64: a curve "reaches"
@@ -254,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     outputs = [args.out, args.out.with_suffix(".md"), args.out.with_suffix(".json")]
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
+        raise OutputExistsError(f"{', '.join(existing)} exist; pass --overwrite to replace them")
     arm_key, arm_values = arms_for(args.preset)
     if args.runs and overrides:
         raise SystemExit(f"--runs reads a finished sweep: the overrides {overrides} would have no effect")
@@ -284,4 +287,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    one_line_failures()(main)(sys.argv[1:])  # a mistake (an existing output): one line, exit status 2

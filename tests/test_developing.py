@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import torch
 from torch import Tensor, nn
 
@@ -67,3 +68,82 @@ def test_check_scale_refuses_what_the_upsampler_cannot_build() -> None:
         assert "TwoConvSR supports model.scale 2, 3 or 4, got 5" in str(err)
     else:
         raise AssertionError("scale 5 was accepted")
+
+
+MY_PACKAGE = {
+    "__init__.py": "",
+    "nets.py": '''
+import pytest
+import torch
+from torch import nn
+
+from pspl_lightning.archs.common import Upsampler, check_scale
+
+
+class MyNet(nn.Module):
+    scale_dependent = ("tail.",)
+
+    def __init__(self, scale: int, n_feats: int = 8) -> None:
+        super().__init__()
+        check_scale(scale, "MyNet")
+        self.scale = scale
+        self.head = nn.Conv2d(3, n_feats, 3, padding=1)
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), nn.Conv2d(n_feats, 3, 3, padding=1))
+
+    def forward(self, x):
+        return self.tail(torch.relu(self.head(x)))
+''',
+    "losses.py": '''
+import pytest
+import torch
+from torch import nn
+
+
+class MyLoss(nn.Module):
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, sr, hr):
+        return torch.sqrt((sr - hr) ** 2 + self.eps**2).mean()
+''',
+}
+
+
+def _documented_commands() -> list[str]:
+    """The ``pspl-train`` lines of DEVELOPING.md's bash blocks."""
+    blocks = re.findall(r"```bash\n(.*?)```", DEVELOPING, re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith("pspl-train")]
+
+
+def test_every_command_of_developing_trains_as_written(tmp_path: Path, sample_root: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each command, split as bash splits it, composes and trains (debug=fast) with a package ``mypkg``
+    outside the project; the run records the user's class and only the options given."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    for name, text in MY_PACKAGE.items():
+        (tmp_path / "pkg" / "mypkg").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "pkg" / "mypkg" / name).write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    commands = _documented_commands()
+    assert len(commands) == 2, commands
+    targets = []
+    for i, command in enumerate(commands):
+        root = tmp_path / f"cmd{i}"
+        (root / "data").mkdir(parents=True)
+        (root / "data" / "sample").symlink_to(sample_root)  # the sample set where the default config looks
+        args = shlex.split(command)
+        assert args[0] == "pspl-train"
+        cfg = compose_config("train", args[1:], root)
+        metrics = train(cfg)
+        assert metrics["global_step"] == 4  # debug=fast
+        saved = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+        targets.append(OmegaConf.create(saved["pspl_config"]))
+    net, loss = targets[0].model, targets[1].loss
+    assert dict(net) == {"_target_": "mypkg.nets.MyNet", "scale": 2, "n_feats": 16}
+    assert dict(loss) == {"_target_": "mypkg.losses.MyLoss", "eps": 0.001}

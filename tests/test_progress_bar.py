@@ -47,3 +47,16 @@ def test_a_run_bounded_by_epochs_keeps_lightnings_title(tmp_path: Path) -> None:
 def test_the_default_callbacks_use_it(tmp_path: Path) -> None:
     cfg = compose_config("train", [], tmp_path)
     assert cfg.callbacks.progress_bar._target_ == "pspl_lightning.callbacks.ProgressBar"
+
+
+def test_the_bar_shows_the_loss_in_4_significant_digits_and_no_logger_version(tmp_path: Path) -> None:
+    bar = ProgressBar()
+    trainer = L.Trainer(callbacks=[bar], logger=L.pytorch.loggers.CSVLogger(tmp_path), max_steps=1,
+                        enable_checkpointing=False, limit_val_batches=0, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    module = BoringModel()
+    trainer.fit(module)
+    trainer.progress_bar_metrics["train/loss"] = 0.00012345  # PSPL's early loss: ".3f" would show 0.000
+    metrics = bar.get_metrics(trainer, module)
+    assert "v_num" not in metrics
+    assert f"{metrics['train/loss']:{bar.theme.metrics_format}}" == "0.0001234"

@@ -32,12 +32,20 @@ def _env(root: Path, full_error: bool = False) -> dict[str, str]:
 
 
 def _assert_one_line(proc: subprocess.CompletedProcess, *names: str) -> None:
+    """Exit status 2 and exactly one line, stdout and stderr together, naming ``names``."""
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-2000:]
     assert 'File "' not in out and "Traceback" not in out, out[-2000:]
-    line = next(ln for ln in out.splitlines() if names[0] in ln)
-    assert all(name in line for name in names), line
-    assert out.splitlines().count(line) == 1, out[-2000:]  # said once, not by every wrapper on the way out
+    assert len(out.splitlines()) == 1, out[-2000:]  # no notice before it, not said by every wrapper
+    assert all(name in out for name in names), out
+
+
+def _assert_said_once(proc: subprocess.CompletedProcess, name: str) -> None:
+    """Exit status 2, no traceback, and the line naming ``name`` once (a spawned rank's mistake comes after
+    the process group's own start-up lines)."""
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out[-2000:]
+    assert sum(name in line for line in out.splitlines()) == 1, out[-2000:]
 
 
 def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], bool]]:
@@ -60,6 +68,13 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
         "upscale_input": ("upscale", ["ckpt=/nonexistent/x2.ckpt", f"input={root / 'nowhere'}",
                                       f"output={root / 'sr'}"], False),
         "full_error": ("train", ["loss.alpha=0", "loss.beta=0"], True),
+        "full_error_late": ("train", ["data.patch_size=33"], True),
+        "batch_size": ("train", ["data.batch_size=0", "logger=csv"], False),
+        "scale": ("train", ["data.scale=5", "logger=csv"], False),
+        "base_loss": ("train", ["loss.base=l3"], False),
+        "max_steps": ("train", ["schedule.max_steps=-3"], False),
+        "huge_lr": ("train", [*TINY, f"data.root={sample_root}", "optimizer.lr=1e38", "logger=csv"], False),
+        "export_ckpt": ("export", ["ckpt=/nonexistent/x2.ckpt", f"output={root / 'x2.pth'}"], False),
         "bad_degradation": ("train", [*TINY, f"data.root={sample_root}", "degradation=bd",
                                       "degradation.kernel_size=6"], False),
         "diverged": ("train", [*TINY, f"data.root={sample_root}", "loss=l1", "trainer.max_steps=4",
@@ -98,9 +113,9 @@ def mistakes(tmp_path_factory: pytest.TempPathFactory, sample_root: Path
 
 
 def _no_run_folder(mistakes, case: str) -> None:
-    """The mistake left no run folder behind (the invocation's own folder is removed)."""
-    runs = mistakes[0] / case / "outputs" / "train" / "runs"
-    assert not runs.is_dir() or not any(runs.iterdir()), list(runs.iterdir())
+    """The mistake left no folder behind: not its run folder, nor the outputs/ folder made for it."""
+    outputs = mistakes[0] / case / "outputs"
+    assert not outputs.exists(), sorted(str(p) for p in outputs.rglob("*"))
 
 
 def test_div2k_root_without_the_layout(mistakes) -> None:
@@ -112,13 +127,14 @@ def test_div2k_root_without_the_layout(mistakes) -> None:
 
 def test_a_spawned_rank_error_is_one_line(mistakes) -> None:
     """The same mistake found inside a ddp_spawn rank: one line, not the process group's trace."""
-    _assert_one_line(mistakes[1]["rank_error"],
+    _assert_said_once(mistakes[1]["rank_error"],
                      f"DIV2K folder {mistakes[0] / 'empty' / 'DIV2K_train_HR'} does not exist")
     _no_run_folder(mistakes, "rank_error")
 
 
 def test_images_smaller_than_the_patch(mistakes) -> None:
-    _assert_one_line(mistakes[1]["small_images"], "smaller than the LR patch of 512")
+    # the data module's notices of the skipped images come first (tests/test_data_*.py own those lines)
+    _assert_said_once(mistakes[1]["small_images"], "smaller than the LR patch of 512")
     _no_run_folder(mistakes, "small_images")
 
 
@@ -158,14 +174,37 @@ def test_run_folder_that_cannot_be_created(mistakes) -> None:
                      "hydra.run.dir=<folder>")
 
 
-def test_eval_and_upscale_with_a_missing_checkpoint(mistakes) -> None:
+def test_eval_upscale_and_export_with_a_missing_file_leave_no_folder(mistakes) -> None:
     _assert_one_line(mistakes[1]["eval_ckpt"], "checkpoint /nonexistent/x2.ckpt does not exist")
     _assert_one_line(mistakes[1]["upscale_input"], f"input={mistakes[0] / 'nowhere'} does not exist")
+    _assert_one_line(mistakes[1]["export_ckpt"], "checkpoint /nonexistent/x2.ckpt does not exist")
+    for case in ("eval_ckpt", "upscale_input", "export_ckpt"):
+        _no_run_folder(mistakes, case)
 
 
-def test_full_error_shows_the_traceback(mistakes) -> None:
-    proc = mistakes[1]["full_error"]
-    assert proc.returncode != 0 and "Traceback" in proc.stdout and "ConfigError" in proc.stdout
+def test_mistakes_found_after_torch_loads_are_one_line(mistakes) -> None:
+    """No "Seed set to 42" (twice) before the line: nothing is printed before the constructors ran."""
+    _assert_one_line(mistakes[1]["batch_size"], "Invalid configuration: data.batch_size=0 is not allowed")
+    _assert_one_line(mistakes[1]["scale"], "EDSR supports model.scale 2, 3 or 4, got 5")
+    _assert_one_line(mistakes[1]["base_loss"],
+                     "loss.base must be one of ['charbonnier', 'l1', 'mse'], got 'l3'")
+    _assert_one_line(mistakes[1]["max_steps"], "schedule.max_steps=-3")
+    for case in ("batch_size", "scale", "base_loss", "max_steps"):
+        _no_run_folder(mistakes, case)
+
+
+def test_a_learning_rate_that_overflows_leaves_no_run_folder(mistakes) -> None:
+    proc = mistakes[1]["huge_lr"]
+    assert proc.returncode == 2, proc.stdout[-2000:]
+    assert proc.stdout.splitlines()[-1].startswith("optimizer.lr=1e+38 overflows float32")
+    _no_run_folder(mistakes, "huge_lr")
+
+
+def test_full_error_shows_the_traceback_and_still_exits_2(mistakes) -> None:
+    for case in ("full_error", "full_error_late"):  # found before torch loads, and by a constructor
+        proc = mistakes[1][case]
+        assert proc.returncode == 2 and "Traceback" in proc.stdout and "ConfigError" in proc.stdout, case
+        _no_run_folder(mistakes, case)
 
 
 def test_pspl_train_reports_a_bad_degradation_in_one_line(mistakes) -> None:

@@ -18,15 +18,18 @@ from rich.table import Table
 from pspl_lightning.cli.common import asked_model
 from pspl_lightning.cli.failures import one_line_failures
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.data.benchmarks import find_set_dir
+from pspl_lightning.data.benchmarks import LAYOUT_HELP, find_set_dir
 from pspl_lightning.data.degrade import degradation_from_config, set_files
-from pspl_lightning.errors import ConfigError
+from pspl_lightning.errors import ConfigError, DataNotFoundError
 from pspl_lightning.inference.benchmark import ImageScore, SetScore, as_dicts, evaluate_set, summarize
 from pspl_lightning.inference.loading import LoadedNetwork, WeightsError, describe_model, load_network
 from pspl_lightning.inference.lpips import LPIPSRecorder, lpips_metric, lpips_weights_missing
 from pspl_lightning.inference.upscaler import Upscaler, resolve_device
 
 log = logging.getLogger("pspl_lightning")
+# configs/eval.yaml's sets: of these, the ones present under benchmark_root are evaluated
+DEFAULT_SETS = ("Set5", "Set14", "B100", "Urban100", "Manga109")
+
 
 def _as_list(value: Any) -> list:
     if value is None:
@@ -41,7 +44,7 @@ def load_networks(cfg: DictConfig) -> list[LoadedNetwork]:
         raise ConfigError("ckpt is empty: pass ckpt=<file> or ckpt=[x2.ckpt,x3.ckpt]")
     device, model = resolve_device(cfg.device), asked_model(cfg)
     only_scale = scales[0] if len(scales) == 1 else None
-    nets = [load_network(p, model=model, scale=only_scale, device=device) for p in ckpts]
+    nets = [load_network(p, model=model, scale=only_scale, device=device, scale_key="scales") for p in ckpts]
     by_scale: dict[int, LoadedNetwork] = {}
     for net in nets:
         if scales and net.scale not in scales:
@@ -56,6 +59,28 @@ def load_networks(cfg: DictConfig) -> list[LoadedNetwork]:
         have = ", ".join(f"{n.source} (x{n.scale})" for n in nets)
         raise WeightsError(f"no checkpoint for scale(s) {missing}: the checkpoints are {have}")
     return [by_scale[s] for s in scales] if scales else nets
+
+
+def find_sets(root: str | Path, sets: Sequence[str]) -> dict[str, Path]:
+    """The folder of each set. The default list (``DEFAULT_SETS``) evaluates the sets that are there and
+    names the missing ones in one line; a set named on the command line must exist."""
+    if list(sets) != list(DEFAULT_SETS):
+        return {name: find_set_dir(root, name) for name in sets}
+    found: dict[str, Path] = {}
+    for name in sets:
+        try:
+            found[name] = find_set_dir(root, name)
+        except DataNotFoundError:
+            if not Path(root).is_dir():
+                raise
+    missing = [name for name in sets if name not in found]
+    if not found:
+        raise DataNotFoundError(f"none of the benchmark sets {', '.join(sets)} is under {root}; "
+                                f"{LAYOUT_HELP}")
+    if missing:
+        log.warning("Benchmark set(s) not under %s, skipped: %s (evaluating %s)", root, ", ".join(missing),
+                    ", ".join(found))
+    return found
 
 
 def write_results(output_dir: Path, scores: Sequence[ImageScore], summary: Sequence[SetScore],
@@ -89,7 +114,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
     sets = [str(s) for s in _as_list(cfg.sets)]
     if not sets:
         raise ConfigError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
-    set_dirs = {name: find_set_dir(cfg.benchmark_root, name) for name in sets}
+    set_dirs = find_sets(cfg.benchmark_root, sets)
     # bicubic: the sets' LR files as always; bd/dn/realistic: <Set>/LR_<name>/X<s>/ or made from HR here
     degradations = {n.scale: degradation_from_config(cfg.get("degradation"), n.scale) for n in nets}
     jobs = [(net, name, set_files(set_dirs[name], net.scale, degradations[net.scale],

@@ -5,7 +5,8 @@ on stderr and status 2, a diverged run with status 3, SIGTERM with 143. A
 :class:`~pspl_lightning.errors.UserError` may reach the entry point wrapped: by Hydra's instantiate
 (``InstantiationException``), as the context of another exception, or as the text of a traceback from a
 spawned DDP rank (``ProcessRaisedException`` carries no exception object). Everything else is a bug and
-keeps its traceback; ``HYDRA_FULL_ERROR=1`` shows the full traceback of anything.
+keeps its traceback; ``HYDRA_FULL_ERROR=1`` shows the full traceback of anything (a mistake still exits 2).
+A mistake leaves no folder behind: the run folder this command created, when it holds nothing a user made.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ import functools
 import logging
 import os
 import re
+import shutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pspl_lightning import errors
@@ -29,6 +33,10 @@ _RANK_ERROR = re.compile(r"^pspl_lightning\.[\w.]+\.(\w+): (.+)$", re.MULTILINE)
 EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_SIGTERM = 2, 3, 143
 # config keys that moved: old key -> what to write instead (Hydra alone would say the old key is unknown)
 MOVED_KEYS = {"model.init_from": "init_from=<file>"}
+# what a run folder holds before it holds anything of the user's (a logger's hparams.yaml: the config again)
+_RECORD_ONLY = {"resumed_into.txt", "hparams.yaml"}
+# this command's run folder and the topmost folder it created for it (None: it existed); see make_run_folder
+_run_folder: tuple[Path, Path | None] | None = None
 
 
 def _from_rank(text: str) -> BaseException | None:
@@ -73,6 +81,53 @@ def full_error_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+def make_run_folder(folder: Path) -> None:
+    """Create this command's run folder (and its parents), remembering which of them did not exist, so that
+    a mistake removes exactly what the command created (:func:`remove_unused_run_folder`)."""
+    global _run_folder
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    _run_folder = (folder, created[-1] if created else None)
+
+
+def _holds_nothing_of_the_users(folder: Path) -> bool:
+    """Only Hydra's record of the command (``.hydra/``), its log (``train.log``, ...), a logger's copy of
+    the config, and a W&B run that logged nothing (no ``files/wandb-summary.json``)."""
+    wandb_logged = any(folder.glob("wandb/*run-*/files/wandb-summary.json"))
+    for root, _, files in os.walk(folder):
+        for name in files:
+            parts = (Path(root) / name).relative_to(folder).parts
+            command_log = len(parts) == 1 and name.endswith(".log")
+            record = parts[0] == ".hydra" or name in _RECORD_ONLY or command_log
+            if not (record or (parts[0] == "wandb" and not wandb_logged)):
+                return False
+    return True
+
+
+def remove_unused_run_folder(folder: Path, created: Path | None = None) -> bool:
+    """Remove ``folder`` when it holds nothing of the user's (checkpoints, metrics, logged values), then its
+    parents up to ``created`` (the topmost one the command made) while they are empty; True if removed."""
+    if not folder.is_dir() or not _holds_nothing_of_the_users(folder):
+        return False
+    shutil.rmtree(folder)
+    if created is not None and created in folder.parents:
+        parent = folder.parent
+        while parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            if parent == created:
+                break
+            parent = parent.parent
+    return True
+
+
+def _remove_this_run_folder() -> None:
+    """After a mistake: remove the run folder this command made (a sweep's job folders are not made here)."""
+    global _run_folder
+    if _run_folder is not None:
+        remove_unused_run_folder(*_run_folder)
+        _run_folder = None
+
+
 def say(line: str) -> None:
     """The failure's line on stderr, and in the run's log file where Hydra keeps one (``train.log``)."""
     print(line, file=sys.stderr, flush=True)
@@ -84,23 +139,31 @@ def say(line: str) -> None:
 
 def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F], F]:
     """Decorator of every entry point (its ``main`` and its Hydra task): an expected failure ends the
-    command with its one line (:func:`say`) and exit status; anything else, and everything under
-    ``HYDRA_FULL_ERROR=1``, keeps its traceback. ``after(status)`` runs before the exit; a value it returns
-    is returned instead of exiting (a failed job of a sweep, which must not end the others)."""
+    command with its one line (:func:`say`) and exit status, and a mistake removes the run folder the
+    command made; anything else keeps its traceback, and ``HYDRA_FULL_ERROR=1`` prints the traceback of
+    an expected failure too. ``after(status)`` runs before the exit; a value it returns is returned instead
+    of exiting (a failed job of a sweep, which must not end the others)."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from pspl_lightning.cli.lightning_notices import quiet_libraries
+
+            quiet_libraries()
             try:
                 return fn(*args, **kwargs)
             except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
                 if type(exc) is SystemExit:  # an exit already decided and said (by an inner entry point)
                     raise
                 err = expected_failure(exc)
-                if err is None or full_error_wanted():
+                if err is None:
                     raise
                 line, status = failure_line(err)
+                if full_error_wanted():
+                    traceback.print_exc()
                 say(line)
+                if status == EXIT_USER_ERROR:
+                    _remove_this_run_folder()
                 instead = after(status) if after is not None else None
                 if instead is not None:
                     return instead

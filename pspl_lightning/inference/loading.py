@@ -148,10 +148,7 @@ def _read_weights(path: Path, ema: bool) -> StoredWeights:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types; all mean "not a weights-only file"
-        raise WeightsError(
-            f"{path} cannot be read as a weights-only checkpoint ({type(exc).__name__}: {exc}); "
-            f"re-export it with pspl-export from a trusted environment"
-        ) from exc
+        raise WeightsError(_unreadable(path, exc)) from exc
     if not isinstance(obj, dict):
         raise WeightsError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state_dict")
     if "pspl_config" in obj:  # a pspl-train Lightning checkpoint
@@ -189,6 +186,30 @@ def _read_weights(path: Path, ema: bool) -> StoredWeights:
     return StoredWeights(state, None, None)
 
 
+_WANTED = "pass the run's .ckpt, or a .pth/.safetensors file (pspl-export writes them)"
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """One line saying what a file that ``torch.load`` cannot read is: an ONNX model, a text file, no
+    PyTorch file at all, or a PyTorch file holding objects that a weights-only load refuses."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or its legacy pickle
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return (f"{path} is a PyTorch file that a weights-only load refuses ({reason}); re-export it with "
+                f"pspl-export from a trusted environment")
+    if path.suffix == ".onnx" or (head[:1] == b"\x08" and head[2:3] == b"\x12"):  # ModelProto: ir_version
+        return f"{path} is an ONNX model (for onnxruntime, chaiNNer), not a PyTorch checkpoint: {_WANTED}"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\n\r\t" for c in text):
+        kind = "an empty file" if not head else "a text file"
+        return f"{path} is {kind}, not a checkpoint or weights file: {_WANTED}"
+    return f"{path} is not a PyTorch checkpoint or weights file (torch.load cannot read it): {_WANTED}"
+
+
 def _read_safetensors(path: Path) -> StoredWeights:
     try:
         from safetensors import safe_open
@@ -211,13 +232,15 @@ def _read_safetensors(path: Path) -> StoredWeights:
 
 
 def load_network(path: str | Path, model: dict[str, Any] | None = None, scale: int | None = None,
-                 device: str | torch.device = "cpu", ema: bool = True) -> LoadedNetwork:
+                 device: str | torch.device = "cpu", ema: bool = True,
+                 scale_key: str = "scale") -> LoadedNetwork:
     """Build the network of ``path`` and load its weights; eval mode, on ``device``.
 
     ``model`` (a model config with ``_target_``) and ``scale`` are what the caller asks for: a file made for
     another network or scale is refused with both named. A file whose network spandrel detects is checked
     by architecture (a ``model`` config of the same class then supplies what the keys cannot tell, e.g.
     EDSR's ``res_scale``); a file without a config that spandrel does not know is built from ``model``.
+    ``scale_key``: the command's key for the scale, named in messages (``scales`` for pspl-eval).
     """
     path = Path(path)
     stored = read_weights(path, ema=ema)
@@ -226,9 +249,10 @@ def load_network(path: str | Path, model: dict[str, Any] | None = None, scale: i
         if model is None:
             raise WeightsError(f"{path} is a state_dict of a network spandrel does not recognise (or "
                                f"spandrel is not installed) and records no model config: pass model=<config> "
-                               f"(e.g. model=edsr_baseline) and scale=<2|3|4> to say which network it is")
+                               f"(e.g. model=edsr_baseline) and {scale_key}=<2|3|4> to say which network it "
+                               f"is")
         if scale is None:
-            raise WeightsError(f"{path} is a bare state_dict without a scale: pass scale=<2|3|4>")
+            raise WeightsError(f"{path} is a bare state_dict without a scale: pass {scale_key}=<2|3|4>")
         file_model, file_scale = dict(model), scale
     if file_scale is None:
         raise WeightsError(f"{path}: its config names no scale (neither data.scale nor model.scale)")

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-ENTRY_POINTS = ("train", "eval", "upscale", "data")
+ENTRY_POINTS = ("train", "eval", "upscale", "data", "export")
 
 
 def _child(case: dict) -> None:
