@@ -140,9 +140,9 @@ class GANModule(SRModule):
         loss_g = l_pix + l_per + l_gan
         finite_g = bool(torch.isfinite(loss_g))
         ok_g = self.trainer.strategy.reduce_boolean_decision(finite_g, all=True)
-        self._update(opt_g, loss_g if ok_g else self._zero_loss(self.net), ok_g, counted=True)
         if not ok_g:
             self._non_finite(loss_g if not finite_g else None)  # stops the run unless on_nonfinite=skip
+        self._update(opt_g, loss_g if ok_g else self._zero_loss(self.net), ok_g, counted=True)
         self.net_d.requires_grad_(True)
         sch_g.step()
         self.generator_steps += 1
@@ -155,9 +155,9 @@ class GANModule(SRModule):
         loss_d = self.gan.discriminator(real, True) + self.gan.discriminator(fake, False)
         finite_d = bool(torch.isfinite(loss_d))
         ok_d = self.trainer.strategy.reduce_boolean_decision(finite_d, all=True)
-        self._update(opt_d, loss_d if ok_d else self._zero_loss(self.net_d), ok_d, counted=False)
         if not ok_d:
             self._non_finite(loss_d if not finite_d else None)
+        self._update(opt_d, loss_d if ok_d else self._zero_loss(self.net_d), ok_d, counted=False)
         sch_d.step()
         self.discriminator_steps += 1
 

@@ -163,3 +163,20 @@ def test_no_vgg_weights_is_one_line_and_exit_2_before_any_work(tmp_path: Path) -
     assert str(tmp_path / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in lines[0]
     runs = tmp_path / "outputs" / "train" / "runs"
     assert not runs.exists() or not any(runs.iterdir())  # no run folder left
+
+
+@pytest.mark.slow
+def test_a_non_finite_generator_loss_stops_or_is_skipped(sample_root: Path, tmp_path: Path,
+                                                         vgg_file: Path) -> None:
+    from pspl_lightning.errors import TrainingDiverged
+
+    nan = ["loss=l1", "loss._target_=tests.helpers.probes.NaNOnCall", "+loss.bad_call=1",
+           "trainer.max_steps=3"]
+    with pytest.raises(TrainingDiverged, match="non-finite training loss nan at step 1"):
+        train(gan_cfg(tmp_path / "stop", sample_root, vgg_file, *nan))
+    skip = gan_cfg(tmp_path / "skip", sample_root, vgg_file, *nan, "on_nonfinite=skip")
+    assert train(skip)["global_step"] == 3
+    ckpt = torch.load(Path(skip.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["gan_steps"] == {"generator": 3, "discriminator": 3}
+    assert ckpt["optimizer_states"][0]["state"][0]["step"].item() == 2.0  # the skipped update left Adam alone
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
