@@ -3,6 +3,8 @@ perceptual loss's VGG19 weights at hand, and the Trainer options manual optimiza
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from pspl_lightning.errors import ConfigError
@@ -21,6 +23,9 @@ def check_gan_config(cfg: DictConfig) -> None:
     perceptual = OmegaConf.select(cfg, "loss.perceptual", default=None)
     if perceptual is not None:
         resolve_vgg19_weights(perceptual.get("weights"))
+    disc_init = OmegaConf.select(cfg, "init_discriminator_from", default=None)
+    if disc_init is not None and not Path(str(disc_init)).is_file():
+        raise ConfigError(f"init_discriminator_from={disc_init}: no such file")
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
     if accumulate != 1:
         raise ConfigError(f"trainer.accumulate_grad_batches={accumulate} is not supported with "

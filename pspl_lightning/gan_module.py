@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,29 @@ def split_loss_config(loss: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str
     """``loss`` as the recipe composes it -> (the pixel loss's config, the GAN keys)."""
     loss = dict(loss)
     return {k: v for k, v in loss.items() if k not in GAN_KEYS}, {k: loss.get(k) for k in GAN_KEYS}
+
+
+def load_discriminator(net_d: nn.Module, path: str | Path) -> None:
+    """Load a discriminator state dict (BasicSR / Real-ESRGAN files hold it under ``params``) strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"init_discriminator_from={path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise ConfigError(f"init_discriminator_from={path}: not a weights-only state dict "
+                          f"({type(exc).__name__})") from None
+    for key in ("params", "params_ema", "state_dict", "net_d"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    try:
+        net_d.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+    except (RuntimeError, AttributeError) as exc:
+        text = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"init_discriminator_from={path}: does not fit {type(net_d).__name__} "
+                          f"({text})") from None
+    log.info("Discriminator weights from %s", path)
 
 
 class GANModule(SRModule):
@@ -57,6 +81,7 @@ class GANModule(SRModule):
         optimizer_d: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         ema_decay: float = 0.999,
+        discriminator_weights: str | None = None,
         val_set_names: Sequence[str] = ("val",),
         on_nonfinite: str = "stop",
         channels_last: bool = False,
@@ -82,6 +107,8 @@ class GANModule(SRModule):
         self.save_hyperparameters({k: v for k, v in hparams.items() if not isinstance(v, nn.Module)},
                                   logger=False)
         self.net_d = disc if isinstance(disc, nn.Module) else instantiate(disc)
+        if discriminator_weights:
+            load_discriminator(self.net_d, discriminator_weights)
         self.pixel_weight = float(gan_cfg["pixel_weight"] if gan_cfg["pixel_weight"] is not None else 1.0)
         if perceptual is None and gan_cfg["perceptual"] is not None:
             perceptual = instantiate(gan_cfg["perceptual"])

@@ -3,12 +3,15 @@ hand-written functional one that applies the spectral norm from the stored vecto
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from pspl_lightning.archs.discriminator import UNetDiscriminatorSN
 from pspl_lightning.errors import ConfigError
+from pspl_lightning.gan_module import load_discriminator
 
 
 def published_keys(f: int = 64) -> dict[str, tuple[int, ...]]:
@@ -72,3 +75,17 @@ def test_sides_not_divisible_by_8_and_bad_width_are_refused() -> None:
         UNetDiscriminatorSN(3, 4)(torch.rand(1, 3, 20, 16))
     with pytest.raises(ConfigError, match="discriminator.num_feat"):
         UNetDiscriminatorSN(3, 0)
+
+
+def test_a_community_discriminator_file_loads(tmp_path: Path) -> None:
+    """A BasicSR-style file ({"params": state dict}) in the published layout: init_discriminator_from."""
+    state = {k: torch.randn(s) for k, s in published_keys(8).items()}
+    path = tmp_path / "netD.pth"
+    torch.save({"params": state}, path)
+    net = UNetDiscriminatorSN(3, 8)
+    load_discriminator(net, path)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    with pytest.raises(ConfigError, match="does not fit UNetDiscriminatorSN"):
+        load_discriminator(UNetDiscriminatorSN(3, 16), path)
+    with pytest.raises(ConfigError, match="init_discriminator_from=/nowhere.pth: no such file"):
+        load_discriminator(net, "/nowhere.pth")
