@@ -18,13 +18,14 @@ from torch import Tensor, nn
 from pspl_lightning.callbacks.guards import refuse_nonfinite_checkpoint
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.losses.paced import PacedLoss
+from pspl_lightning.losses.usm import USMSharp
 from pspl_lightning.module import SRModule, _plain
 
 log = logging.getLogger("pspl_lightning")
 
 ADAM_GAN = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4, "betas": [0.9, 0.99]}
 # the recipe's keys in the loss node; the rest is the pixel loss
-GAN_KEYS = ("pixel_weight", "perceptual", "gan")
+GAN_KEYS = ("pixel_weight", "perceptual", "gan", "gt_usm")
 
 
 def split_loss_config(loss: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -59,7 +60,8 @@ def load_discriminator(net_d: nn.Module, path: str | Path) -> None:
 class GANModule(SRModule):
     """``net`` (the generator, any SR network), ``discriminator`` (e.g. ``UNetDiscriminatorSN``) and the
     losses of ``loss``: its ``pixel_weight``, ``perceptual`` and ``gan`` entries, the rest being the pixel
-    loss's own config (any of ``configs/loss/``). Real-ESRGAN's step: the generator's update with
+    loss's own config (any of ``configs/loss/``), and ``gt_usm`` (pixel and perceptual terms against the
+    unsharp-masked HR). Real-ESRGAN's step: the generator's update with
     ``pixel_weight * pixel + perceptual + gan`` (the discriminator frozen), then the discriminator's on
     real HR and detached SR; then the EMA of the generator (``ema_decay``; 0 keeps none), which validation,
     checkpoint selection and pspl-export/-upscale/-eval use.
@@ -114,6 +116,7 @@ class GANModule(SRModule):
             perceptual = instantiate(gan_cfg["perceptual"])
         self.perceptual = perceptual
         self.gan = instantiate(gan_cfg["gan"])
+        self.usm = USMSharp() if gan_cfg["gt_usm"] else None  # Real-ESRGAN: pixel/perceptual on sharpened HR
         self.ema_decay = float(ema_decay)
         self.net_ema = None
         if self.ema_decay > 0:
@@ -156,13 +159,14 @@ class GANModule(SRModule):
         # generator: pixel + perceptual + adversarial, the discriminator frozen
         self.net_d.requires_grad_(False)
         sr = self.net(lr)
+        hr_px = self.usm(hr) if self.usm is not None else hr  # the pixel and perceptual terms' target
         if isinstance(self.loss, PacedLoss):
             out["sigma"] = self.loss.sigma_at(self.generator_steps)  # exact on resume: stored in checkpoints
-            l_pix, out["weights"] = self.loss.loss_and_weights(sr, hr, out["sigma"])
+            l_pix, out["weights"] = self.loss.loss_and_weights(sr, hr_px, out["sigma"])
         else:
-            l_pix = self.loss(sr, hr)
+            l_pix = self.loss(sr, hr_px)
         l_pix = l_pix * self.pixel_weight
-        l_per = self.perceptual(sr, hr) if self.perceptual is not None else sr.new_zeros(())
+        l_per = self.perceptual(sr, hr_px) if self.perceptual is not None else sr.new_zeros(())
         l_gan = self.gan.generator(self.net_d(sr))
         loss_g = l_pix + l_per + l_gan
         finite_g = bool(torch.isfinite(loss_g))

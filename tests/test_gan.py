@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -180,3 +181,28 @@ def test_a_non_finite_generator_loss_stops_or_is_skipped(sample_root: Path, tmp_
     assert ckpt["gan_steps"] == {"generator": 3, "discriminator": 3}
     assert ckpt["optimizer_states"][0]["state"][0]["step"].item() == 2.0  # the skipped update left Adam alone
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_usm_sharpening_is_basicsrs_by_hand_with_scipy() -> None:
+    from scipy.ndimage import convolve
+
+    from pspl_lightning.losses.usm import USMSharp, opencv_gaussian_kernel1d
+
+    k = opencv_gaussian_kernel1d(51).numpy()
+    x = np.arange(51) - 25.0
+    g = np.exp(-x**2 / (2 * 8.0**2))  # OpenCV's sigma for size 51: 0.3 * ((51 - 1) / 2 - 1) + 0.8 = 8
+    np.testing.assert_allclose(k, g / g.sum(), rtol=1e-12)
+    rng = np.random.default_rng(0)
+    img = rng.random((1, 3, 40, 36)).astype(np.float32)
+    img[..., :20, :] = 0.5  # a flat region: no sharpening where |img - blur| * 255 <= 10
+    k2 = np.outer(k, k)
+
+    def blur(a: np.ndarray) -> np.ndarray:  # reflect padding without repeating the edge = scipy's "mirror"
+        return np.stack([convolve(c.astype(np.float64), k2, mode="mirror") for c in a[0]])[None]
+
+    residual = img - blur(img)
+    soft = blur((np.abs(residual) * 255 > 10).astype(np.float64))
+    expected = soft * np.clip(img + 0.5 * residual, 0, 1) + (1 - soft) * img
+    got = USMSharp()(torch.from_numpy(img)).numpy()
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert not np.allclose(got, img, atol=1e-3)
