@@ -29,12 +29,13 @@ ENDS_WITHIN_S = 60
 
 def _start(folder: Path, sample_root: Path, signal_spec: str = "", signum: int = signal.SIGTERM,
            resume: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "PSPL_ROOT": str(folder.parent), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": str(ROOT), "PSPL_TEST_SIGNAL": signal_spec, "PSPL_TEST_SIGNUM": str(int(signum))}
+    env = {**os.environ, "PSPL_ROOT": str(folder.parent), "WANDB_MODE": "disabled",
+           "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT), "PSPL_TEST_SIGNAL": signal_spec,
+           "PSPL_TEST_SIGNUM": str(int(signum))}
     args = [sys.executable, "-m", "pspl_lightning.cli.train", *RUN, f"data.root={sample_root}",
             f"hydra.run.dir={folder}", *(["resume=true"] if resume else [])]
-    return subprocess.Popen(args, cwd=folder.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return subprocess.Popen(args, cwd=folder.parent, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -61,7 +62,8 @@ def _kill_when_checkpointed(proc: subprocess.Popen, folder: Path, delay: float) 
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    return torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["state_dict"]
 
 
 def _history(folder: Path) -> list[dict[str, str]]:
@@ -118,7 +120,8 @@ def test_a_sigterm_at_a_random_moment_ends_within_a_minute_and_resumes_exactly(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("trial", range(10))
-def test_ten_sigterms_at_random_moments(straight: Path, sample_root: Path, tmp_path: Path, trial: int) -> None:
+def test_ten_sigterms_at_random_moments(straight: Path, sample_root: Path, tmp_path: Path,
+                                        trial: int) -> None:
     _random_kill_and_resume(straight, sample_root, tmp_path / "run", random.Random(trial).uniform(0, 2.0))
 
 

@@ -43,9 +43,13 @@ def project_root() -> str:
 
 def run_id() -> str:
     """The run folder's name: ``slurm-<job>[_<array task>]-<step>`` under SLURM, so that every rank of a
-    job (each started by srun) and the job requeued after preemption share one folder; otherwise the
-    start time plus a random suffix (unique even for runs started in the same second)."""
+    job (each started by srun) and the job requeued after preemption share one folder; ``torchrun-<id>``
+    under torchrun with a rendezvous id (every rank of it); otherwise the start time plus a random suffix
+    (unique even for runs started in the same second)."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if torchrun_id not in ("", "none") and not job:  # torchrun --rdzv-id (or --standalone): one per job
+        return f"torchrun-{torchrun_id}"
     if job:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         return f"slurm-{job}" + (f"_{task}" if task else "") + f"-{os.environ.get('SLURM_STEP_ID', '0')}"

@@ -15,10 +15,17 @@ from omegaconf import DictConfig
 from pspl_lightning.cli.checks import check_train_config
 from pspl_lightning.cli.failures import EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
-from pspl_lightning.cli.launch import adapt_to_launch, finish_wandb, hydra_runtime
+from pspl_lightning.cli.launch import (
+    adapt_to_launch,
+    finish_wandb,
+    hydra_runtime,
+    rank_overrides,
+    refuse_unshared_torchrun_folder,
+)
 from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
 from pspl_lightning.cli.run_folder import NothingToTrain, finished_run, resolve_resume
 from pspl_lightning.cli.sweep_summary import EXIT_SWEEP_FAILED, failed_jobs, note_failure
+from pspl_lightning.launch.stop_requests import hold_stop_requests
 
 log = logging.getLogger("pspl_lightning")
 
@@ -113,8 +120,11 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 @one_line_failures()
 def main() -> None:
     """Console entry point of ``pspl-train``."""
+    hold_stop_requests()  # first: SIGTERM/SIGUSR1 from now on are stop requests honoured at a step boundary
     refuse_moved_keys(sys.argv[1:])
     refuse_unavailable_launcher(sys.argv[1:])
+    refuse_unshared_torchrun_folder(sys.argv[1:])
+    sys.argv += rank_overrides(sys.argv[1:])  # only global rank 0 writes run files
     _hydra_main()
     failed = failed_jobs()  # a sweep (-m) whose table, printed above, shows a failed job
     if failed:

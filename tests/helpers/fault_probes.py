@@ -118,10 +118,11 @@ class HpcSaveAt(Callback):
 
 class SignalAt(Callback):
     """Sends a stop signal to this rank's own process at a chosen moment, read from the environment so
-    that every run of a resumed chain carries the same config: ``PSPL_TEST_SIGNAL=<where>:<step>:<rank>[,...]``
-    with ``where`` one of ``save`` (inside a checkpoint save), ``val`` (before a validation batch) and
-    ``step`` (before a training batch), and ``rank`` a global rank or ``all``; ``PSPL_TEST_SIGNUM`` picks
-    the signal (default SIGTERM). Each once per folder: a marker file keeps a resumed run from repeating it."""
+    that every run of a resumed chain carries the same config:
+    ``PSPL_TEST_SIGNAL=<where>:<step>:<rank>[,...]`` with ``where`` one of ``save`` (inside a checkpoint
+    save), ``val`` (before a validation batch) and ``step`` (before a training batch), and ``rank`` a global
+    rank or ``all``; ``PSPL_TEST_SIGNUM`` picks the signal (default SIGTERM). Each once per folder: a marker
+    file keeps a resumed run from repeating it."""
 
     def _maybe_signal(self, trainer: L.Trainer, where: str) -> None:
         import os
@@ -129,7 +130,8 @@ class SignalAt(Callback):
 
         for spec in filter(None, os.environ.get("PSPL_TEST_SIGNAL", "").split(",")):
             at, step, rank = spec.split(":")
-            marker = Path(trainer.default_root_dir) / f"signalled_{spec.replace(':', '_')}_{trainer.global_rank}"
+            name = f"signalled_{spec.replace(':', '_')}_{trainer.global_rank}"
+            marker = Path(trainer.default_root_dir) / name
             if (at == where and int(step) == trainer.global_step and rank in ("all", str(trainer.global_rank))
                     and not marker.exists()):
                 marker.touch()
