@@ -115,6 +115,7 @@ def evaluate(cfg: DictConfig, console: Console | None = None) -> list[SetScore]:
     if not sets:
         raise ConfigError("sets is empty: name at least one benchmark folder, e.g. sets=[Set5]")
     set_dirs = find_sets(cfg.benchmark_root, sets)
+    sets = list(set_dirs)  # the default list: the sets present
     # bicubic: the sets' LR files as always; bd/dn/realistic: <Set>/LR_<name>/X<s>/ or made from HR here
     degradations = {n.scale: degradation_from_config(cfg.get("degradation"), n.scale) for n in nets}
     jobs = [(net, name, set_files(set_dirs[name], net.scale, degradations[net.scale],

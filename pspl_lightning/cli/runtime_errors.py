@@ -16,6 +16,8 @@ _CPU_BYTES = re.compile(r"tried to allocate (\d+) bytes", re.IGNORECASE)
 _SIZE = re.compile(r"tried to allocate ([\d.]+ ?[KMGT]i?B)", re.IGNORECASE)
 _OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
 _OVERFLOW = "cannot be converted to type float without overflow"
+_VALIDATION_FRAMES = ("validation_step", "on_validation_batch_end", "on_validation_epoch_end")
+_EVALUATION_LOOP = "evaluation_loop.py"
 
 
 class OutOfMemory(UserError):
@@ -30,12 +32,26 @@ def _asked(text: str) -> str:
     return found.group(1) if found else "more than was free"
 
 
+def _raised_in_validation(exc: BaseException) -> bool:
+    """Whether ``exc`` came from a validation step: Lightning has set the trainer's stage back to training
+    by the time the error reaches the caller, so the traceback tells."""
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name in _VALIDATION_FRAMES or code.co_filename.endswith(_EVALUATION_LOOP):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def explain(exc: BaseException, cfg: DictConfig, net: nn.Module, stage: str, step: int) -> UserError | None:
     """The user error behind ``exc`` raised in ``fit`` at ``stage`` ("train", "validate", ...) and global
     ``step``, or None when it is not one of these."""
     text = str(exc)
     if not isinstance(exc, RuntimeError):  # torch.OutOfMemoryError is a RuntimeError too
         return None
+    if stage == "train" and _raised_in_validation(exc):
+        stage = "validate"
     precision = str(cfg.trainer.get("precision", "32-true"))
     if any(s in text.lower() for s in _OUT_OF_MEMORY):
         data = cfg.data
