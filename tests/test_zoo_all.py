@@ -74,6 +74,7 @@ def trainable_ids() -> list[str]:
     return [a for a in upscaling_ids() if a not in REFUSED and a in SMALL and _builds(a, 2)]
 
 
+@functools.cache
 def _builds(arch: str, scale: int) -> bool:
     try:
         spandrel_net(arch, scale, **SMALL.get(arch, VARIANTS.get(arch, {})))
@@ -232,6 +233,30 @@ def test_every_upscaling_id_at_x3_and_x4(arch: str, scale: int, tmp_path: Path) 
     export_round_trip(arch, net, options, scale, tmp_path)
 
 
+# options a state dict does not hold, set otherwise than spandrel's loader assumes: (options, what it reads)
+UNREADABLE = {
+    "CRAFT": ({"window_size": 8}, "window_size=16 for 8"),
+    "DITN": ({"patch_size": 4}, "patch_size=8 for 4"),
+    "DCTLSA": ({"num_head": 2}, "num_head=5 for 2"),
+    "ATD": ({"category_size": 128}, "category_size=256 for 128"),
+    "SeemoRe": ({"recursive": 1}, "recursive=2 for 1"),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(UNREADABLE))
+def test_options_spandrel_cannot_read_are_refused_naming_them(arch: str, tmp_path: Path) -> None:
+    """docs/ZOO.md's notes: the export check finds the file spandrel would read otherwise, names the option,
+    and writes nothing."""
+    change, reads = UNREADABLE[arch]
+    options = {**SMALL[arch], **change}
+    net = spandrel_net(arch, 2, **options)
+    with pytest.raises(UserError, match=rf"^{arch} x2: spandrel's ModelLoader reads the written file with a "
+                                        rf"largest output difference of [\d.e-]+ on a \d+x\d+ input \(it "
+                                        rf"reads {re.escape(reads)}\); nothing written$"):
+        export_round_trip(arch, net, options, 2, tmp_path)
+    assert not (tmp_path / f"{arch}.safetensors").exists()
+
+
 @pytest.mark.parametrize(("arch", "message"), [
     ("SCUNet", r"^model.arch=SCUNet does not upscale \(spandrel's SCUNet is a restoration network\); the zoo "
                r"trains the ones that do: ATD, AuraSR, CRAFT, .*, SwinIR$"),
@@ -277,8 +302,8 @@ def test_model_spandrel_config(tmp_path: Path) -> None:
 
 # --- docs/ZOO.md's table ---------------------------------------------------------------------------------
 
-ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| ([\d,]+|-) \| ([\d, ]+|-) \| (yes|no[^|]*) \| (yes|no[^|]*) \| "
-                 r"([^|]+) \|$", re.M)
+ROW = re.compile(r"^\| (\w+) \| (\w+|-) \| ([\d,]+|-) \| ([\d, ]+|-) \| (yes|no[^|]*) \| "
+                 r"(yes|x[^|]*|no[^|]*) \| ([^|]+) \|$", re.M)
 
 
 def doc_rows() -> dict[str, dict[str, str]]:
@@ -286,6 +311,8 @@ def doc_rows() -> dict[str, dict[str, str]]:
     safetensors, onnx}}."""
     section = DOC.read_text().split("## Every spandrel architecture", 1)[1].split("\n## ", 1)[0]
     keys = ("class", "params", "scales", "trains", "safetensors", "onnx")
+    if "## Every spandrel architecture" not in DOC.read_text():
+        return {}
     return {m[0]: dict(zip(keys, (v.strip() for v in m[1:]), strict=True)) for m in ROW.findall(section)}
 
 
@@ -316,8 +343,9 @@ def main() -> None:
     """Print the table rows (ONNX column from the slow test's figures: fill by hand from its output)."""
     for arch in [*upscaling_ids(), *VARIANTS]:
         r = computed_row(arch)
-        print(f"| `{arch}` | {r['class']} | {r['params']} | {r['scales']} | {r['trains']} | "
-              f"{r['safetensors']} | ? |")
+        onnx = doc_rows().get(arch, {}).get("onnx", "?") if DOC.exists() else "?"
+        print(f"| {arch} | {r['class']} | {r['params']} | {r['scales']} | {r['trains']} | "
+              f"{r['safetensors']} | {onnx} |")
 
 
 if __name__ == "__main__":

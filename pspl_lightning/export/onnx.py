@@ -172,8 +172,8 @@ def write_onnx(net: nn.Module, name: str, out: Path, half: bool = False,
             tried = [f"the dynamo exporter failed ({failures[0].split(': ', 1)[1]}); the TorchScript-based "
                      f"one was used"] if failures else []
             return OnnxReport(seconds, shape, diff, exporter, size, half, [t[:300] for t in tried])
-    raise OnnxExportError(f"{name} cannot be exported to ONNX {what} ({'; '.join(f[:160] for f in failures)})"
-                          f"{hint}")
+        raise OnnxExportError(f"{name} cannot be exported to ONNX {what} "
+                              f"({'; '.join(f[:160] for f in failures)}){hint}")
 
 
 def _network(spec: tuple) -> nn.Module:
