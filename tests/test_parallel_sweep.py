@@ -140,7 +140,8 @@ def test_entry_point_imports_nothing_optional_and_names_the_missing_extra(
 
 def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path, tmp_path: Path) -> None:
     """Four jobs, two at a time, each on its own device with its own W&B run; the last job's process dies at
-    its first step (as if killed), which ends that job only: the sweep reports it and exits 0."""
+    its first step (as if killed), which ends that job only: the sweep goes on, ends with the table of its
+    jobs (the dead one without a result) and exits 4."""
     barrier = tmp_path / "barrier"
     proc = _sweep([*SWEEP, f"data.root={sample_root}", "trainer=cpu", "trainer.max_steps=2", "logger=wandb",
                    "hydra.launcher.n_jobs=2", "hydra.launcher.gpus_per_job=1",
@@ -151,10 +152,19 @@ def test_parallel_2x2_sweep_runs_two_at_a_time_on_own_devices(sample_root: Path,
                    "+callbacks.crash.code=9",
                    "+callbacks.crash.job=${hydra:job.num}", "+callbacks.crash.in_job=3",
                    "loss.alpha=0.5,2", "loss.max_weight=1,3"], tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 4, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "#3 (" in log and "ended without a result" in log and "jobs [3] failed" in log
     jobs = _jobs(tmp_path)
+    psnr = [json.loads((job / "metrics.json").read_text())["val/psnr_y"] for job in jobs[:3]]
+    assert (jobs[0].parent / "summary.md").read_text().splitlines() == [
+        "| # | overrides | status | val/psnr_y |", "|---|---|---|---|",
+        f"| 0 | loss.alpha=0.5 loss.max_weight=1 | ok | {psnr[0]:.4f} |",
+        f"| 1 | loss.alpha=0.5 loss.max_weight=3 | ok | {psnr[1]:.4f} |",
+        f"| 2 | loss.alpha=2 loss.max_weight=1 | ok | {psnr[2]:.4f} |",
+        "| 3 | loss.alpha=2 loss.max_weight=3 | died: no result (killed, out of memory or a crash; see its "
+        "train.log) |  |", "4 jobs: 3 ok, 1 failed"]
+    assert proc.stderr.strip().splitlines()[-1] == "Sweep: 1 job(s) failed: #3 (the table above)"
     assert [j.name for j in jobs] == ["0", "1", "2", "3"]
     assert not (jobs[3] / "metrics.json").exists()
     wandb_ids, overrides, records = set(), set(), []

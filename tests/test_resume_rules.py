@@ -41,7 +41,8 @@ def _take(recorded: DictConfig, current: DictConfig) -> None:
 def test_the_recorded_config_is_taken_and_free_keys_come_from_the_command_line(train_cfg) -> None:
     recorded = train_cfg("loss=l1", "trainer=ddp_cpu", "callbacks=ema", "callbacks.ema.decay=0.5", "seed=7")
     current = train_cfg("trainer.max_steps=14", "logger=tensorboard", "data.num_workers=2",
-                        "callbacks.progress_bar=null")
+                        "callbacks.progress_bar=null", "data.root=/scratch/sample",
+                        "trainer.val_check_interval=7")
     _take(recorded, current)
     assert current.loss == {"_target_": "torch.nn.L1Loss"} and current.module.loss == current.loss
     assert current.seed == 7 and current.data.seed == 7
@@ -49,6 +50,8 @@ def test_the_recorded_config_is_taken_and_free_keys_come_from_the_command_line(t
     assert (trainer.devices, trainer.strategy, trainer.accelerator) == (2, "ddp", "cpu")
     assert current.callbacks.ema.decay == 0.5  # weight averaging changes the result: the run's own
     assert current.trainer.max_steps == 14 and current.data.num_workers == 2  # this command's
+    assert current.data.root == "/scratch/sample"  # the same images, elsewhere
+    assert current.trainer.val_check_interval == 7  # validation does not train
     assert "tensorboard" in current.logger and current.callbacks.progress_bar is None
 
 
@@ -107,7 +110,7 @@ def test_a_resume_continues_the_recorded_run_and_refuses_or_leaves_a_finished_on
                                                                                   tmp_path: Path) -> None:
     """An L1 run of model=tiny, 2 steps. In its folder (hydra.run.dir=X): ``resume=true`` with nothing left
     to train says so (exit 0) and a changed loss or network is refused (exit 2), both leaving every file of
-    X as it was, .hydra/*.yaml included; ``resume=X trainer.max_steps=4`` without repeating loss=l1 or
+    X as it was, .hydra/*.yaml included; ``resume=true trainer.max_steps=4`` without repeating loss=l1 or
     model=tiny continues the L1 tiny run; ``ckpt_path=`` follows the same rules."""
     first = compose_config("train", [*SMALL, f"data.root={sample_root}", "model=tiny", "loss=l1",
                                      "trainer.max_steps=2"], tmp_path / "a")
@@ -135,8 +138,8 @@ def test_a_resume_continues_the_recorded_run_and_refuses_or_leaves_a_finished_on
     assert {k: v for k, v in before.items() if k != "train.log"} == after  # the log has the refusal only
     assert not (tmp_path / "outputs").exists()
 
-    assert train(compose_config("train", [*SMALL, f"data.root={sample_root}", f"resume={run}",
-                                          "trainer.max_steps=4"], tmp_path / "b"))["global_step"] == 4
+    assert train(compose_config("train", [*SMALL, f"data.root={sample_root}", "resume=true",  # in X again
+                                          "trainer.max_steps=4"], tmp_path / "a"))["global_step"] == 4
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
     assert ckpt["hyper_parameters"]["loss"] == {"_target_": "torch.nn.L1Loss"}

@@ -30,6 +30,8 @@ FREE_KEYS: tuple[str, ...] = (
     "data.cache_dir", "data.cache_workers", "data.progress",  # how the same samples are loaded
     "data.root", "data.benchmark_root",  # where the same images are (a copy on a node's local disk)
     "callbacks", "schedule.checkpoint_every_n_steps",  # what is saved and shown (but see HELD_KEYS)
+    "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "schedule.val_every_n_steps",
+    "trainer.num_sanity_val_steps",  # how often to validate: validation does not train
     "paths", "hydra", "resume", "ckpt_path", "init_from", "run_name", "task_name", "optimized_metric",
 )
 # Keys under a free key that change the result all the same: held to the recorded value.
