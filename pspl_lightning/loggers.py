@@ -56,8 +56,7 @@ class WandbLogger(_LightningWandbLogger):
     def experiment(self) -> Any:
         fresh = self._experiment is None
         run = super().experiment
-        settings = getattr(run, "settings", None)
-        if fresh and settings is not None and getattr(settings, "mode", None) == "offline":
-            log.info("W&B run saved offline in %s; upload it with: wandb sync %s", settings.sync_dir,
-                     settings.sync_dir)
+        if fresh and getattr(run, "offline", False):  # Lightning asks for mode "dryrun": wandb's offline
+            log.info("W&B run saved offline in %s; upload it with: wandb sync %s", run.settings.sync_dir,
+                     run.settings.sync_dir)
         return run
