@@ -179,25 +179,48 @@ def _metrics(root: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-@pytest.mark.slow
-def test_the_slow_documented_commands_run_as_written(tmp_path: Path, sample_root: Path) -> None:
-    """Every command of SLOW, as written, in a user's folder; then what the docs say of each."""
-    train = sorted(c for c in SLOW if c.startswith("pspl-train"))
-    homes = {c: _home(tmp_path / f"t{i}", sample_root) for i, c in enumerate(train)}
-    done = run_commands(tmp_path, {f"t{i}": (c, homes[c], _env(homes[c])) for i, c in enumerate(train)})
-    for i, command in enumerate(train):
+def _train_as_written(tmp_path: Path, sample_root: Path, commands: list[str]) -> dict[str, Path]:
+    """Each training command in a user's folder of its own, as written; command -> that folder."""
+    homes = {c: _home(tmp_path / f"t{i}", sample_root) for i, c in enumerate(commands)}
+    done = run_commands(tmp_path, {f"t{i}": (c, homes[c], _env(homes[c])) for i, c in enumerate(commands)})
+    for i, command in enumerate(commands):
         assert done[f"t{i}"][0] == 0, (command, done[f"t{i}"][1][-3000:])
         if not command.startswith("pspl-train -m"):
             assert _metrics(homes[command])["val/psnr_y"] > 0, command
+    return homes
+
+
+CHAIN = ["pspl-upscale ckpt=last.ckpt input=photos/ output=sr/",
+         "pspl-upscale ckpt=last.ckpt input=photo.jpg output=sr/",
+         "pspl-export ckpt=last.ckpt output=edsr_x2.safetensors",
+         "pspl-upscale ckpt=edsr_x2.pth input=photos/ output=sr/ tile=512 self_ensemble=true",
+         "pspl-eval ckpt=edsr_x2.pth model=edsr_baseline scales=[2]"]
+SCRIPTS = sorted(c for c in SLOW if c.startswith("python "))
+TRAININGS = sorted(c for c in SLOW if c.startswith("pspl-train") and c != "pspl-train debug=fast")
+
+
+def test_the_slow_commands_are_split_between_the_slow_tests() -> None:
+    assert set(CHAIN) | set(SCRIPTS) | set(TRAININGS) | {"pspl-train debug=fast"} == SLOW
+
+
+@pytest.mark.slow
+def test_the_documented_trainings_run_as_written(tmp_path: Path, sample_root: Path) -> None:
+    """The sample-set trainings of 200 steps, the degradations, the zoo's debug runs, a 2-job CPU sweep."""
+    homes = _train_as_written(tmp_path, sample_root, TRAININGS)
     assert _metrics(homes["pspl-train"])["val/psnr_y"] > 32.92 + 0.3  # README: about 33.5 dB vs 32.92 bicubic
-    assert _metrics(homes["pspl-train debug=fast"])["global_step"] == 4  # README: four steps of everything
     (l1_run,) = (homes["pspl-train loss=l1 logger=csv"] / "outputs" / "train" / "runs").iterdir()
     assert (l1_run / "csv" / "metrics.csv").is_file()  # README: metrics in <run>/csv/metrics.csv
     jobs = homes["pspl-train -m hydra/launcher=local_parallel hydra.launcher.n_jobs=2 trainer=cpu seed=1,2"]
     (sweep,) = (jobs / "outputs" / "train" / "multiruns").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if (p / "metrics.json").is_file()) == ["0", "1"]
 
-    # pspl-upscale, pspl-export and pspl-eval on the debug=fast run, in the folder that holds its last.ckpt
+
+@pytest.mark.slow
+def test_a_fast_run_then_upscale_export_and_eval_as_written(tmp_path: Path, sample_root: Path) -> None:
+    """README's `pspl-train debug=fast`, then the docs' upscale, export and eval commands in the folder
+    that holds its last.ckpt, one after the other."""
+    homes = _train_as_written(tmp_path / "train", sample_root, ["pspl-train debug=fast"])
+    assert _metrics(homes["pspl-train debug=fast"])["global_step"] == 4  # README: four steps of everything
     user = tmp_path / "user"
     user.mkdir()
     (fast_run,) = (homes["pspl-train debug=fast"] / "outputs" / "train" / "runs").iterdir()
@@ -205,19 +228,13 @@ def test_the_slow_documented_commands_run_as_written(tmp_path: Path, sample_root
     _photo(user / "photos" / "a.png")
     _photo(user / "photo.jpg")
     _photo(user / "data" / "benchmarks" / "Set5" / "HR" / "baby.png", (24, 24))  # pspl-eval's default root
-    setup = run_commands(tmp_path / "user", {"pth": ("pspl-export ckpt=last.ckpt output=edsr_x2.pth", user,
-                                                     _env(user))})
+    setup = run_commands(user, {"pth": ("pspl-export ckpt=last.ckpt output=edsr_x2.pth", user, _env(user))})
     assert setup["pth"][0] == 0, setup["pth"][1]
-    order = ["pspl-upscale ckpt=last.ckpt input=photos/ output=sr/",
-             "pspl-upscale ckpt=last.ckpt input=photo.jpg output=sr/",
-             "pspl-export ckpt=last.ckpt output=edsr_x2.safetensors",
-             "pspl-upscale ckpt=edsr_x2.pth input=photos/ output=sr/ tile=512 self_ensemble=true",
-             "pspl-eval ckpt=edsr_x2.pth model=edsr_baseline scales=[2]"]
-    assert set(order) == {c for c in SLOW if c.startswith(("pspl-upscale", "pspl-export", "pspl-eval"))}
-    for i, command in enumerate(order):  # one after the other: the third writes over the first's output
-        status, out = run_commands(tmp_path / "user", {f"c{i}": (command, user, _env(user))})[f"c{i}"]
+    for i, command in enumerate(CHAIN):  # one after the other: the fourth would write over the first's PNG
+        status, out = run_commands(user, {f"c{i}": (command, user, _env(user))})[f"c{i}"]
         if i == 3:
             assert status == 2 and "output file(s) exist" in out, (command, out)  # kept unless overwrite=true
+            assert len(out.splitlines()) == 1, out
             continue
         assert status == 0, (command, out[-3000:])
     for written in ("a.png", "photo.png"):  # docs: photo.jpg -> sr/photo.png; x2
@@ -225,12 +242,57 @@ def test_the_slow_documented_commands_run_as_written(tmp_path: Path, sample_root
     assert (user / "edsr_x2.safetensors").is_file()
     assert "Benchmark set(s) not under" in out and "Set5" in out  # the default sets: the one present
 
-    scripts = sorted(c for c in SLOW if c.startswith("python "))
+
+@pytest.mark.slow
+def test_the_documented_scripts_run_as_written(tmp_path: Path) -> None:
+    user = tmp_path / "user"
     _photo(user / "my_photo.png", (300, 260))
-    for command in scripts:
+    for command in SCRIPTS:
         args = shlex.split(command)  # the script from the repository, its outputs in the user's folder
         proc = subprocess.run([sys.executable, str(ROOT / args[1]), *args[2:]], cwd=user, env=_env(user),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (command, proc.stdout[-2000:] + proc.stderr[-2000:])
     assert (user / "figures" / "pace_curves.png").is_file()
     assert (user / "figures" / "my_photo" / "pace_maps.png").is_file()
+
+
+# README: the `make train` figure of each CPU family (torch's vector kernels), with torch's 2 threads
+MAKE_TRAIN_FIGURES = {"AVX2": (33.4737, 0.9110), "AVX512": (33.4151, 0.9130)}
+
+
+def test_the_readme_names_the_make_train_figure_of_each_cpu_family() -> None:
+    """Both figures are in the README, the AVX2 one is the recorded CPU run (scripts/gpu_check.py), and
+    ATEN_CPU_CAPABILITY=avx2 makes torch use its AVX2 kernels (what the README tells an AVX-512 user)."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    avx2, avx512 = MAKE_TRAIN_FIGURES["AVX2"], MAKE_TRAIN_FIGURES["AVX512"]
+    assert f"val/psnr_y = {avx2[0]}, val/ssim_y = {avx2[1]:.4f}" in readme
+    assert f"with AVX-512 it ends at `val/psnr_y = {avx512[0]}, val/ssim_y = {avx512[1]:.4f}`" in readme
+    assert "`ATEN_CPU_CAPABILITY=avx2 make train` runs torch's AVX2 kernels and gives the AVX2" in readme
+    import torch
+
+    native = torch.backends.cpu.get_cpu_capability()
+    if native not in MAKE_TRAIN_FIGURES:
+        pytest.skip(f"this CPU's kernels are {native}")
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    forced = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
+                            capture_output=True, text=True, timeout=120)
+    assert forced.stdout.strip() == "AVX2", forced.stderr
+
+
+@pytest.mark.slow
+def test_make_train_gives_the_figure_of_this_cpu_family(tmp_path: Path, sample_root: Path) -> None:
+    """`make train` (pspl-train) with 2 threads: this CPU family's figure, and the AVX2 one when forced."""
+    import torch
+
+    native = torch.backends.cpu.get_cpu_capability()
+    if native not in MAKE_TRAIN_FIGURES:
+        pytest.skip(f"this CPU's kernels are {native}: no recorded figure")
+    runs = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2"}}
+    homes = {name: _home(tmp_path / name, sample_root) for name in runs}
+    done = run_commands(tmp_path, {name: ("pspl-train", homes[name], _env(homes[name], OMP_NUM_THREADS="2",
+                                                                        **extra))
+                                   for name, extra in runs.items()})
+    for name, expected in (("native", MAKE_TRAIN_FIGURES[native]), ("avx2", MAKE_TRAIN_FIGURES["AVX2"])):
+        assert done[name][0] == 0, done[name][1][-3000:]
+        metrics = _metrics(homes[name])
+        assert (round(metrics["val/psnr_y"], 4), round(metrics["val/ssim_y"], 4)) == expected, name
