@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra.core.utils import JobReturn, JobStatus
@@ -83,3 +84,42 @@ def test_a_basic_sweep_with_a_failing_job_ends_with_its_table_and_exit_4(sample_
     assert (sweep / "summary.md").read_text().splitlines() == expected
     assert "\n".join(expected) in proc.stdout  # printed once, at the end of the sweep
     assert proc.stderr.strip().splitlines()[-1] == "Sweep: 1 job(s) failed: #0 (the table above)"
+
+
+def test_a_slurm_job_without_a_result_counts_as_nan(train_cfg, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hydra/launcher=slurm: submitit's results of a job that died raise (the stock launcher then ended the
+    sweep with a traceback); here they are a NaN JobReturn, so the sweep ends with its table."""
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as Stock
+
+    from pspl_lightning.launch.slurm import SlurmLauncher, tolerant_results
+
+    target = train_cfg("hydra/launcher=slurm").hydra.launcher._target_
+    assert target == "pspl_lightning.launch.slurm.SlurmLauncher"
+    assert issubclass(SlurmLauncher, Stock)
+
+    class FakeJob:  # a submitit job as far as the launcher reads it
+        paths = SimpleNamespace(stderr="12_0_log.err")
+
+        def __init__(self, result: JobReturn | Exception) -> None:
+            self.result = result
+
+        def results(self) -> list[JobReturn]:
+            if isinstance(self.result, Exception):
+                raise self.result
+            return [self.result]
+
+    ok = JobReturn(overrides=["seed=1"], status=JobStatus.COMPLETED, _return_value=27.0)
+    died = submitit.core.utils.UncompletedJobError("Job 12_1 (task: 0) has not produced any output")
+
+    def fake_map_array(executor: object, fn: object, *iterables: list) -> list[FakeJob]:
+        return [FakeJob(ok), FakeJob(died)]
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", fake_map_array)
+    with tolerant_results():  # what Hydra's submitit launcher passes: overrides, dir key, numbers, ...
+        jobs = submitit.AutoExecutor.map_array(None, None, [["seed=1"], ["seed=2"]], ["hydra.sweep.dir"] * 2,
+                                               [0, 1], ["job_id_for_0", "job_id_for_1"], [{}, {}])
+    assert submitit.AutoExecutor.map_array is fake_map_array  # put back
+    assert jobs[0].results() == [ok]
+    (nan,) = jobs[1].results()
+    assert nan.status == JobStatus.COMPLETED and nan.overrides == ["seed=2"] and math.isnan(nan.return_value)
