@@ -19,6 +19,7 @@ from torch import nn
 from pspl_lightning.cli.checks import check_train_config
 from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
+from pspl_lightning.export import export_model
 from pspl_lightning.gan_module import GANModule
 from pspl_lightning.inference.loading import load_network
 from pspl_lightning.losses.adversarial import GANLoss
@@ -122,6 +123,9 @@ def test_gan_run_logs_paces_by_generator_steps_and_resumes_bit_exactly(sample_ro
         assert torch.equal(p, state[f"net_ema.{name}"])
         assert torch.equal(raw.net.state_dict()[name], state[f"net.{name}"])
     assert not tensor_dicts_equal(ema.net.state_dict(), raw.net.state_dict())
+    export_model(last, tmp_path / "gan.pth")  # pspl-export: the EMA generator, in the project's format
+    exported = torch.load(tmp_path / "gan.pth", weights_only=True)["state_dict"]
+    assert tensor_dicts_equal({k: v.float() for k, v in exported.items()}, ema.net.state_dict())
 
 
 def test_ema_is_basicsrs_arithmetic() -> None:
