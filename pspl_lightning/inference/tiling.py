@@ -70,6 +70,23 @@ def receptive_radius(net: nn.Module, probe_size: int = 16) -> int | None:
     return None if global_layers else total
 
 
+def window_overlap(net: nn.Module) -> tuple[int, str] | None:
+    """(overlap, why) for a window-attention network (spandrel's SwinIR, HAT, DAT, ...: a ``window_size``
+    attribute or hyper-parameter): one window of context per residual group (``len(depths)``), rounded to
+    whole windows, so tiles carry the context the shifted windows reach through each group; None for any
+    other network. Tiles of such a network approximate untiled output (its windows see past any overlap)."""
+    hyper = getattr(net, "hyperparameters", None) or {}
+    window = hyper.get("window_size", getattr(net, "window_size", None))
+    if isinstance(window, (tuple, list)):
+        window = max(window)
+    if not isinstance(window, int) or window < 1:
+        return None
+    depths = hyper.get("depths", hyper.get("depth", getattr(net, "depths", None)))
+    groups = len(depths) if isinstance(depths, (tuple, list)) and depths else 1
+    why = f"window {window} x {groups} residual group{'s' if groups != 1 else ''}"
+    return window * groups, why
+
+
 def tiled_forward(forward: Forward, lr: Tensor, scale: int, tile: int, overlap: int) -> Tensor:
     """``forward(lr)`` computed tile by tile: ``tile`` x ``tile`` LR cores, each run with ``overlap`` more
     pixels on every side (clipped at the image border), their x``scale`` outputs pasted without blending."""

@@ -11,7 +11,7 @@ from torch import Tensor
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.ensemble import self_ensemble as ensemble_x8
 from pspl_lightning.inference.loading import LoadedNetwork
-from pspl_lightning.inference.tiling import receptive_radius, tiled_forward
+from pspl_lightning.inference.tiling import receptive_radius, tiled_forward, window_overlap
 from pspl_lightning.metrics.functional import to_uint8
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,18 @@ class Upscaler:
         self.loaded, self.net, self.scale = loaded, loaded.net, loaded.scale
         self.device = next(self.net.parameters()).device
         self.tile, self.self_ensemble = tile, self_ensemble
+        self.overlap_note: str | None = None
         if tile is not None and tile_overlap is None:
             tile_overlap = receptive_radius(self.net)
             if tile_overlap is not None:
-                log.info("tile_overlap = %d LR pixels (receptive radius of %s)", tile_overlap,
-                         loaded.describe())
+                self.overlap_note = f"tile_overlap = {tile_overlap} LR pixels (receptive radius: tiles exact)"
+            elif (picked := window_overlap(self.net)) is not None:
+                tile_overlap = picked[0]
+                self.overlap_note = (f"tile_overlap = {tile_overlap} LR pixels, picked from the architecture "
+                                     f"({picked[1]}; window attention: tiles approximate the untiled "
+                                     f"output; tile=null runs whole images)")
+            if self.overlap_note is not None:
+                log.info("%s: %s", loaded.describe(), self.overlap_note)
         self.tile_overlap = tile_overlap
 
     def _forward(self, lr: Tensor) -> Tensor:
