@@ -38,6 +38,7 @@ def _weights_file(path: Path) -> Path:
     ("renamed.pth", ONNX_HEAD + os.urandom(64), "is an ONNX model"),
     ("notes.ckpt", b"epoch 3: loss 0.01\n", "is a text file, not a checkpoint or weights file"),
     ("empty.pth", b"", "is an empty file"),
+    ("array.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'", "is a NumPy array"),
     ("noise.ckpt", bytes(range(256)) * 4, "is not a PyTorch checkpoint or weights file"),
 ])
 def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path: Path, name: str, content: bytes,
@@ -48,7 +49,7 @@ def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path: Path, name: str,
 
     path = tmp_path / name
     path.write_bytes(content)
-    wanted = f"{path} {says}"
+    wanted = f"{path} cannot be read: it {says}"
     for read in (load_network, read_weights, lambda p: export_model(p, tmp_path / "out.pth")):
         with pytest.raises(UserError) as caught:
             read(path)

@@ -159,7 +159,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_not_a_checkpoint(tmp_path: Path) -> None:
     text = tmp_path / "notes.ckpt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(ValueError, match=f"init_from: {text} cannot be read as a weights-only"):
+    with pytest.raises(ValueError, match=f"init_from: {text} cannot be read: it is a text file, not a"):
         load_matching_weights(EDSR(2, **SMALL), text)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"state_dict": EDSR(2, **SMALL).state_dict(), "path": tmp_path}, unsafe)  # a pathlib object

@@ -190,24 +190,29 @@ _WANTED = "pass the run's .ckpt, or a .pth/.safetensors file (pspl-export writes
 
 
 def _unreadable(path: Path, exc: Exception) -> str:
-    """One line saying what a file that ``torch.load`` cannot read is: an ONNX model, a text file, no
-    PyTorch file at all, or a PyTorch file holding objects that a weights-only load refuses."""
+    """One line saying what a file that ``torch.load`` cannot read is: a PyTorch file holding objects that a
+    weights-only load refuses, an ONNX model, a text file, or no PyTorch file at all."""
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or its legacy pickle
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        return (f"{path} is a PyTorch file that a weights-only load refuses ({reason}); re-export it with "
-                f"pspl-export from a trusted environment")
+        return (f"{path} cannot be read as a weights-only checkpoint: it holds Python objects other than "
+                f"tensors ({reason}); re-export it with pspl-export from a trusted environment")
     if path.suffix == ".onnx" or (head[:1] == b"\x08" and head[2:3] == b"\x12"):  # ModelProto: ir_version
-        return f"{path} is an ONNX model (for onnxruntime, chaiNNer), not a PyTorch checkpoint: {_WANTED}"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    if text is not None and all(c.isprintable() or c in "\n\r\t" for c in text):
-        kind = "an empty file" if not head else "a text file"
-        return f"{path} is {kind}, not a checkpoint or weights file: {_WANTED}"
-    return f"{path} is not a PyTorch checkpoint or weights file (torch.load cannot read it): {_WANTED}"
+        kind = "an ONNX model (for onnxruntime, chaiNNer), not a PyTorch checkpoint"
+    elif head.startswith(b"\x93NUMPY"):
+        kind = "a NumPy array, not a checkpoint or weights file"
+    elif not head:
+        kind = "an empty file, not a checkpoint or weights file"
+    else:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        printable = text is not None and all(c.isprintable() or c in "\n\r\t" for c in text)
+        kind = "a text file, not a checkpoint or weights file" if printable else \
+            "not a PyTorch checkpoint or weights file (torch.load cannot read it)"
+    return f"{path} cannot be read: it is {kind}; {_WANTED}"
 
 
 def _read_safetensors(path: Path) -> StoredWeights:
