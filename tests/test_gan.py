@@ -133,6 +133,10 @@ def test_ema_is_basicsrs_arithmetic() -> None:
     module = GANModule(net=net, loss={"_target_": "torch.nn.L1Loss", "perceptual": None,
                                       "gan": {"_target_": "pspl_lightning.losses.adversarial.GANLoss"}},
                        scale=2, discriminator=nn.Conv2d(3, 1, 1), ema_decay=0.9)
+    with torch.no_grad():  # a warm start (init_from) changes the generator after construction
+        net.weight.mul_(3.0)
+    module.on_fit_start()  # at generator step 0 the EMA starts as a copy of the (warm-started) generator
+    assert torch.equal(module.net_ema.weight, net.weight) and torch.equal(module.net_ema.bias, net.bias)
     before = module.net_ema.weight.detach().clone()
     with torch.no_grad():
         net.weight.add_(1.0)
