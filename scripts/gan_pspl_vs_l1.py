@@ -38,6 +38,14 @@ def run(args: list[str], folder: Path) -> dict[str, float]:
     return json.loads(metrics.read_text())
 
 
+def last_logged(folder: Path) -> dict[str, float]:
+    """The discriminator's loss and mean logits at the last logged step of a GAN run."""
+    import csv
+
+    rows = [r for r in csv.DictReader((folder / "csv" / "metrics.csv").open()) if r.get("train/loss_d")]
+    return {k: float(rows[-1][f"train/{k}"]) for k in ("loss_d", "d_real", "d_fake")}
+
+
 def vgg_file(given: str | None, work: Path) -> tuple[Path, str]:
     """The VGG19 file to use and what it is: given, torchvision's cached ImageNet file, or random weights."""
     from pspl_lightning.vgg_weights import cached_vgg19
@@ -109,8 +117,11 @@ def main() -> None:
                      f"init_from={init}", f"seed={seed}",
                      f"trainer.max_steps={args.gan_steps}", f"schedule.val_every_n_steps={args.gan_steps}"],
                     work / f"{pixel}_seed{seed}")
-            results[pixel][seed] = {"psnr_y": m["val/psnr_y"], "ssim_y": m["val/ssim_y"]}
-    summary = {}
+            results[pixel][seed] = {"psnr_y": m["val/psnr_y"], "ssim_y": m["val/ssim_y"],
+                                    **last_logged(work / f"{pixel}_seed{seed}")}
+    runs = [r for arm in results.values() for r in arm.values()]
+    summary: dict[str, dict[str, float]] = {"last_loss_d": {"min": min(r["loss_d"] for r in runs),
+                                                            "max": max(r["loss_d"] for r in runs)}}
     for key in ("psnr_y", "ssim_y"):
         diffs = [results["pspl"][s][key] - results["l1"][s][key] for s in args.seeds]
         summary[key] = {"pspl_mean": statistics.fmean(results["pspl"][s][key] for s in args.seeds),

@@ -30,6 +30,8 @@ def test_readme_real_world_sr_numbers_are_the_recorded_ones() -> None:
     assert f"{start['psnr_y']:.2f} dB PSNR-Y" in section and f"SSIM-Y {start['ssim_y']:.4f}" in section
     assert f"{report['gan_steps']} GAN steps" in section and f"for {report['psnr_steps']} steps" in section
     assert f"EMA decay {report['ema_decay']}" in section
+    loss_d = summary["last_loss_d"]
+    assert f"was {loss_d['min']:.3f} to {loss_d['max']:.3f} in every run" in " ".join(section.split())
     # each seed's mean is the mean of the per-seed values
     for key in ("psnr_y", "ssim_y"):
         for arm in ("l1", "pspl"):
