@@ -191,3 +191,27 @@ def test_a_key_that_follows_another_is_reported_under_the_key_set(train_cfg) -> 
         check_train_config(train_cfg("schedule.max_steps=-3", tiny=False))
     with pytest.raises(ConfigError, match=r"^trainer.max_steps=-3 is not allowed"):
         check_train_config(train_cfg("trainer.max_steps=-3", tiny=False))
+
+
+def test_a_mistake_removes_only_the_folders_its_command_made(tmp_path: Path) -> None:
+    """failures.make_run_folder remembers the first parent it created; a run folder holding only Hydra's
+    record, the log, a logger's hparams.yaml and a W&B run that logged nothing goes, with those parents."""
+    from pspl_lightning.cli import failures
+
+    kept = tmp_path / "outputs"
+    kept.mkdir()  # the user's: existed before the command
+    run = kept / "train" / "runs" / "r1"
+    failures.make_run_folder(run)
+    assert failures._run_folder == (run, kept / "train")
+    for name in (".hydra/config.yaml", "train.log", "csv/hparams.yaml", "wandb/offline-run-x/run-x.wandb"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("")
+    failures._remove_this_run_folder()
+    assert kept.is_dir() and not any(kept.iterdir()) and failures._run_folder is None
+    logged = "wandb/offline-run-x/files/wandb-summary.json"
+    for user_made in ("checkpoints/last.ckpt", "csv/metrics.csv", logged):
+        other = tmp_path / "other" / user_made.replace("/", "_")
+        (other / user_made).parent.mkdir(parents=True)
+        (other / user_made).write_text("")
+        (other / "train.log").write_text("")
+        assert not failures.remove_unused_run_folder(other) and (other / user_made).is_file(), user_made

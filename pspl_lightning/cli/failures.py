@@ -149,9 +149,12 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from pspl_lightning.cli.lightning_notices import quiet_libraries
 
+            global _run_folder
             quiet_libraries()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
+                _run_folder = None  # a command that ended well keeps its folder, also when called again
+                return result
             except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
                 if type(exc) is SystemExit:  # an exit already decided and said (by an inner entry point)
                     raise
