@@ -31,7 +31,8 @@ def test_the_divergence_message_names_the_kept_checkpoint_only_when_there_is_one
     trainer = L.Trainer(callbacks=[last], logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
     message = str(_diverged("net.w", float("nan"), 3, "stopped", trainer))
-    assert message.startswith("non-finite weight net.w = nan at step 3; stopped, no checkpoint was written yet")
+    assert message.startswith("non-finite weight net.w = nan at step 3; stopped, no checkpoint was written "
+                              "yet (lower optimizer.lr")
     assert "checkpoints/ folder" not in message
     last.path.parent.mkdir()
     last.path.write_bytes(b"0")
