@@ -147,6 +147,15 @@ def test_a_resume_continues_the_recorded_run_and_refuses_or_leaves_a_finished_on
     assert "pspl/sigma" not in (run / "csv" / "metrics.csv").read_text()  # no PSPL step was written
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
 
+    finished = _snapshot(run)  # resume=<run> at its end: its metrics, nothing written
+    own = tmp_path / "e" / "run"
+    own.mkdir(parents=True)
+    (own / "train.log").write_text("")  # this command's own folder, as Hydra makes it: removed again
+    again = compose_config("train", [*SMALL, f"data.root={sample_root}", f"resume={run}",
+                                     "trainer.max_steps=4"], tmp_path / "e")
+    assert train(again)["global_step"] == 4
+    assert _snapshot(run) == finished and not own.exists()
+
     ckpt_path = str(run / "checkpoints" / "last.ckpt")  # the same rules (taking them: the unit tests above)
     with pytest.raises(ConfigError, match=r"^ckpt_path=.* changes it: data\.seed was 42, now 7; seed was 42, "
                                           r"now 7\. Leave these keys out"):
