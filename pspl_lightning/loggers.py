@@ -1,17 +1,30 @@
-"""Logger variants: CSV that keeps what a resumed run already wrote, W&B without a stale setting."""
+"""Logger variants whose history survives a resume: CSV that keeps what the run wrote before its checkpoint
+and drops what a killed run wrote after it (the resumed run writes it again), TensorBoard likewise (a purge
+of the steps the resumed run logs again), and W&B that prints only what a user needs.
+
+A resumed run continues from a checkpoint saved at global step ``k``: it logs every metric whose step is
+``k`` or more again (Lightning logs the metrics of the batch that makes step ``s + 1``, and a validation
+after step ``s + 1``, at step ``s``), and nothing before. So at each checkpoint the history below ``k`` is
+written out (:meth:`checkpointed`) and on resume the history from ``k`` on is dropped (:meth:`rewind`).
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter as _FabricWriter
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
+from lightning.pytorch.loggers import TensorBoardLogger as _LightningTensorBoardLogger
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from pspl_lightning.atomic import atomic_path
 
 log = logging.getLogger("pspl_lightning")
 
@@ -26,7 +39,11 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(_LightningCSVLogger):
-    """``lightning.pytorch.loggers.CSVLogger`` that appends to the run's ``metrics.csv`` on resume."""
+    """``lightning.pytorch.loggers.CSVLogger`` that appends to the run's ``metrics.csv`` on resume, writes
+    every row below a checkpoint's step to disk (a SIGKILL loses none of them) and drops the rows a resumed
+    run writes again."""
+
+    _written_below = 0  # rows with a step below this are on disk as soon as they are logged
 
     @property
     @rank_zero_experiment
@@ -35,6 +52,70 @@ class CSVLogger(_LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        if step is not None and step < self._written_below:
+            self.save()
+
+    @rank_zero_only
+    def checkpointed(self, step: int) -> None:
+        """A checkpoint at global step ``step`` is being saved: the history below it goes to disk now and as
+        it is logged (the metrics of the step just made are logged right after the save)."""
+        self._written_below = step
+        self.save()
+
+    @rank_zero_only
+    def rewind(self, step: int) -> None:
+        """Resuming from global step ``step``: drop the rows at ``step`` and after (atomically)."""
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        if not path.is_file():
+            return
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) < step]
+        if len(kept) == len(rows):
+            return
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        log.info("%s: dropped %d rows logged after the checkpoint (step %d); the resumed run logs them again",
+                 path, len(rows) - len(kept), step)
+
+
+class TensorBoardLogger(_LightningTensorBoardLogger):
+    """``lightning.pytorch.loggers.TensorBoardLogger`` whose events below a checkpoint's step are on disk
+    once logged, and which purges on resume the steps the resumed run logs again (TensorBoard's own
+    ``purge_step``: readers drop the earlier events at that step and after)."""
+
+    _written_below = 0
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        if step is not None and step < self._written_below:
+            self.experiment.flush()
+
+    @rank_zero_only
+    def checkpointed(self, step: int) -> None:
+        """See :meth:`CSVLogger.checkpointed`."""
+        self._written_below = step
+        if self._experiment is not None:
+            self._experiment.flush()
+
+    @rank_zero_only
+    def rewind(self, step: int) -> None:
+        """Resuming from global step ``step``: events at ``step`` and after, written before, are purged."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        writer = self.experiment.file_writer if hasattr(self.experiment, "file_writer") else None
+        if writer is None:
+            return
+        writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        writer.flush()
 
 
 class WandbLogger(_LightningWandbLogger):

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +17,7 @@ from pspl_lightning.cli.train import train
 from tests.conftest import TINY, compose_config
 
 COMMON = ["trainer.log_every_n_steps=1", "logger=[csv,tensorboard]"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _logged(run: Path) -> dict[str, list[int]]:
@@ -74,3 +79,45 @@ def test_resumed_run_logs_at_the_uninterrupted_steps_with_final_validations_only
                                                                                  tmp_path: Path) -> None:
     """The issue's report: 6 steps, then resumed to 9, validating only at the end of each part."""
     _check_resumes(sample_root, tmp_path, 100, {6: AT_A_VALIDATION})
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    """csv/metrics.csv without wall-clock columns, in order."""
+    with open(run / "csv" / "metrics.csv", newline="") as fh:
+        return [{k: v for k, v in row.items() if v and "time" not in k} for row in csv.DictReader(fh)]
+
+
+def _board(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """TensorBoard's scalars as TensorBoard shows them: every event file of the run read in order, so that
+    a resumed run's purge applies."""
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    tags = [tag for tag in acc.Tags()["scalars"] if tag != "epoch"]
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in tags}
+
+
+@pytest.mark.parametrize("killed_at", [7, 8])
+def test_history_after_a_kill_and_resume_equals_the_uninterrupted_run(sample_root: Path, tmp_path: Path,
+                                                                      killed_at: int) -> None:
+    """SIGKILL (no handler, no save) before the batch that makes step ``killed_at + 1``: at 7 the last
+    checkpoint is the one after step 5's validation and the killed run had logged steps 5 and 6 (CSV then
+    held them twice after the resume); at 8 it is the periodic save of step 8, after which Lightning logs
+    step 7's metrics (a row a resumed run never writes again). CSV and TensorBoard histories of the resumed
+    run equal the uninterrupted run's, with Lightning's default flushing (rows still buffered are lost)."""
+    overrides = [*TINY, f"data.root={sample_root}", "logger=[csv,tensorboard]", "trainer.log_every_n_steps=1",
+                 "trainer.max_steps=12", "trainer.val_check_interval=5",
+                 "schedule.checkpoint_every_n_steps=4",
+                 "+callbacks.kill._target_=tests.helpers.fault_probes.KillAt"]
+    straight = compose_config("train", [*overrides, "+callbacks.kill.step=999"], tmp_path / "straight")
+    train(straight)
+    folder = tmp_path / "killed"
+    env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run([sys.executable, "-m", "pspl_lightning.cli.train", *overrides,
+                             f"+callbacks.kill.step={killed_at}", f"hydra.run.dir={folder}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    train(compose_config("train", [*overrides, f"+callbacks.kill.step={killed_at}", f"resume={folder}"],
+                         tmp_path / "resumed"))
+    reference = Path(straight.paths.output_dir)
+    assert _rows(folder) == _rows(reference)
+    assert _board(folder) == _board(reference)

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from pspl_lightning.callbacks.history import LoggedHistory
 from pspl_lightning.callbacks.results import FinalResults
 from pspl_lightning.checkpointing import AtomicCheckpointIO
 from pspl_lightning.cli.run_folder import resolved_config
@@ -66,7 +67,7 @@ def build_trainer(cfg: DictConfig, output_dir: Path) -> tuple[L.Trainer, list[Lo
     check_accelerator(str(cfg.trainer.get("accelerator", "auto")))
     loggers: list[Logger] = build_group(cfg.get("logger"))
     callbacks: list[Callback] = build_group(cfg.get("callbacks"))
-    callbacks.append(FinalResults(output_dir))
+    callbacks += [FinalResults(output_dir), LoggedHistory()]
     trainer: L.Trainer = build(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                      default_root_dir=str(output_dir), plugins=[AtomicCheckpointIO()])
     return trainer, loggers

@@ -149,3 +149,21 @@ class SignalAt(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         self._maybe_signal(trainer, "step")
+
+
+class KillAt(Callback):
+    """SIGKILL (no handler, no save) to this process before the training batch that makes global step
+    ``step + 1``, once per folder (a marker file keeps the resumed run from repeating it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        import os
+        import signal
+
+        marker = Path(trainer.default_root_dir) / f"killed_at_{self.step}"
+        if trainer.global_step == self.step and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
