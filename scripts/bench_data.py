@@ -217,37 +217,42 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _pss_mb(pids: list[int]) -> float:
-    """Proportional set size of ``pids`` together (shared pages split between the processes), MB."""
-    total = 0
+def _pss_mb(pids: list[int]) -> tuple[float, float]:
+    """(proportional set size, its anonymous part) of ``pids`` together, MB: shared pages are split between
+    the processes; the rest of the total is file pages (memory-mapped cache arrays, libraries), which the
+    kernel can drop and read again."""
+    total = anon = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     total += int(line.split()[1])
-                    break
+                elif line.startswith("Pss_Anon:"):
+                    anon += int(line.split()[1])
         except (OSError, ValueError):
             continue
-    return total / 1024
+    return total / 1024, anon / 1024
 
 
-def _rss_child(cmd: list[str]) -> tuple[str, float, float]:
-    """(stdout, wall seconds, peak memory MB) of a command; the memory is the largest proportional set size
-    of its whole process tree (loader and litdata workers included), sampled every 0.2 s (ru_maxrss would
-    count this benchmark's own memory, which the child inherits up to its exec)."""
+def _rss_child(cmd: list[str]) -> tuple[str, float, float, float]:
+    """(stdout, wall seconds, peak memory MB, peak anonymous memory MB) of a command; the memory is the
+    largest proportional set size of its whole process tree (loader and litdata workers included), sampled
+    every 0.2 s (ru_maxrss would count this benchmark's own memory, which the child inherits up to its
+    exec)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        peak = 0.0
+        peak = peak_anon = 0.0
         while proc.poll() is None:
-            peak = max(peak, _pss_mb(_tree(proc.pid)))
+            total, anon = _pss_mb(_tree(proc.pid))
+            peak, peak_anon = max(peak, total), max(peak_anon, anon)
             time.sleep(0.2)
         wall = time.perf_counter() - start
         out.seek(0)
         err.seek(0)
         if proc.returncode:
             raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err.read()[-3000:]}")
-        return out.read(), wall, peak
+        return out.read(), wall, peak, peak_anon
 
 
 def train_child(loader: str, root: str, images: int, lit: str, workers: int, patch: int, scale: int,
@@ -313,27 +318,30 @@ def scaling(sizes: list[int], hw: tuple[int, int], patch: int, scale: int, batch
             (only / f"{i:04d}.png").symlink_to(hr_dir / f"{i:04d}.png")
         cache, lit = work / "cache", work / f"lit_{n}"
         row: dict = {}
-        out, wall, rss = _rss_child([*cli, "prepare", "data=div2k", f"data.root={root}",
+        out, wall, rss, anon = _rss_child([*cli, "prepare", "data=div2k", f"data.root={root}",
                                      f"data.train_range=[1,{n}]", "data.val_range=[801,801]",
                                      f"data.cache_dir={cache}", f"workers={workers}", "data.progress=false"])
         seconds_in = float(out.rsplit("ready in ", 1)[1].split()[0])
         row.update(prepare_s_per_image=round(seconds_in / n, 4), prepare_wall_s=round(wall, 1),
-                   prepare_peak_rss_mb=round(rss, 1),
+                   prepare_peak_rss_mb=round(rss, 1), prepare_peak_anon_mb=round(anon, 1),
                    cache_bytes_per_image=round(_folder_bytes(cache) / (n + 1)))
-        out, wall, rss = _rss_child([*cli, "optimize", f"input={only}", f"output={lit}",
-                                     f"workers={workers}"])
+        out, wall, rss, anon = _rss_child([*cli, "optimize", f"input={only}", f"output={lit}",
+                                           f"workers={workers}"])
         seconds_in = float(out.rsplit(" in ", 1)[1].split()[0])
         row.update(optimize_s_per_image=round(seconds_in / n, 4), optimize_wall_s=round(wall, 1),
-                   optimize_peak_rss_mb=round(rss, 1), stream_bytes_per_image=round(_folder_bytes(lit) / n))
-        for key in ("train_peak_rss_mb", "patches_per_s", "first_step_s"):
+                   optimize_peak_rss_mb=round(rss, 1), optimize_peak_anon_mb=round(anon, 1),
+                   stream_bytes_per_image=round(_folder_bytes(lit) / n))
+        for key in ("train_peak_rss_mb", "train_peak_anon_mb", "patches_per_s", "first_step_s"):
             row[key] = {}
         for name in LOADERS:
             loader, w = name.split("_w")
             w = workers if int(w) else 0
-            out, _, rss = _rss_child([python, script, "--_train-child", loader, str(root), str(n), str(lit),
-                                      str(w), str(patch), str(scale), str(batch), "--seconds", str(seconds)])
+            out, _, rss, anon = _rss_child([python, script, "--_train-child", loader, str(root), str(n),
+                                            str(lit), str(w), str(patch), str(scale), str(batch), "--seconds",
+                                            str(seconds)])
             child = json.loads(out.strip().splitlines()[-1])
             row["train_peak_rss_mb"][name] = round(rss, 1)
+            row["train_peak_anon_mb"][name] = round(anon, 1)
             row["patches_per_s"][name] = child["patches_per_s"]
             row["first_step_s"][name] = child["first_step_s"]
         results[str(n)] = row
@@ -348,9 +356,33 @@ def scaling_ratios(results: dict[str, dict]) -> dict:
     """Largest size / smallest size of each per-image cost, rate, RSS and first-step time."""
     small, large = results[min(results, key=int)], results[max(results, key=int)]
     ratios = {k: round(large[k] / small[k], 3) for k in ("prepare_s_per_image", "optimize_s_per_image")}
-    for key in ("patches_per_s", "train_peak_rss_mb", "first_step_s"):
+    for key in ("patches_per_s", "train_peak_rss_mb", "train_peak_anon_mb", "first_step_s"):
+        if key not in small or key not in large:  # (anonymous memory: not in the first reports)
+            continue
         ratios[key] = {n: round(large[key][n] / small[key][n], 3) for n in small[key]}
     return ratios
+
+
+def scaling_markdown(results: dict[str, dict]) -> str:
+    """docs/BENCHMARKS.md's two tables of a ``--scaling`` report: preparing, and the training loaders."""
+    sizes = sorted(results, key=int)
+    lines = ["| images | prepare s/image | optimize s/image | cache MB/image | chunks MB/image "
+             "| prepare peak MB | optimize peak MB |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for n in sizes:
+        r = results[n]
+        lines.append(f"| {n} | {r['prepare_s_per_image']:.3f} | {r['optimize_s_per_image']:.3f} | "
+                     f"{r['cache_bytes_per_image'] / 1e6:.2f} | {r['stream_bytes_per_image'] / 1e6:.2f} | "
+                     f"{r['prepare_peak_rss_mb']:.0f} | {r['optimize_peak_rss_mb']:.0f} |")
+    lines += ["", "| images | " + " | ".join(f"{n} patches/s" for n in LOADERS) + " | "
+              + " | ".join(f"{n} peak MB" for n in LOADERS) + " | "
+              + " | ".join(f"{n} first batch s" for n in LOADERS) + " |",
+              "|---:|" + "---:|" * (3 * len(LOADERS))]
+    for n in sizes:
+        r = results[n]
+        lines.append(f"| {n} | " + " | ".join(f"{r['patches_per_s'][k]:,.0f}" for k in LOADERS) + " | "
+                     + " | ".join(f"{r['train_peak_rss_mb'][k]:.0f}" for k in LOADERS) + " | "
+                     + " | ".join(f"{r['first_step_s'][k]:.2f}" for k in LOADERS) + " |")
+    return "\n".join(lines)
 
 
 def plot_scaling(results: dict[str, dict], path: Path) -> None:
