@@ -342,8 +342,9 @@ def test_export_config_keys() -> None:
 
 
 def test_an_architecture_that_cannot_export_with_dynamic_shapes_is_refused(tmp_path: Path) -> None:
-    """TinySR's bicubic skip caches its resize matrices per input size: dynamo cannot trace it with a
-    symbolic height and width, so the export stops with one line naming the architecture, writing nothing."""
+    """TinySR's bicubic skip caches its resize matrices per input size: neither exporter gives a graph that
+    holds at another size, so the export stops with one line naming the architecture and both exporters'
+    failures, writing nothing."""
     from pspl_lightning.archs import TinySR
 
     torch.manual_seed(0)
@@ -351,7 +352,9 @@ def test_an_architecture_that_cannot_export_with_dynamic_shapes_is_refused(tmp_p
     ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net, {"_target_": "pspl_lightning.archs.TinySR",
                                                          "n_feats": 8, "n_layers": 1}, 2)
     with pytest.raises(UserError, match=r"^TinySR cannot be exported to ONNX with dynamic height and width "
-                                        r"\(\w+: [^\n\x1b]*\); export .safetensors or .pth instead$"):
+                                        r"\(dynamo: [^\n\x1b]*; torchscript: [^\n\x1b]*\); export "
+                                        r".safetensors or .pth instead, or a fixed-size graph with "
+                                        r"size=HxW$"):
         export_model(ckpt, tmp_path / "tiny.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 
