@@ -34,6 +34,11 @@ def check_gan_config(cfg: DictConfig) -> None:
     if clip is not None:
         raise ConfigError(f"trainer.gradient_clip_val={clip} is not supported with +recipe=realesrgan "
                           f"(Lightning clips only under automatic optimization): use null")
+    strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+    if strategy in ("ddp", "ddp_spawn"):  # each backward leaves the frozen network without gradients
+        raise ConfigError(f"trainer.strategy={strategy} cannot train +recipe=realesrgan: each update leaves "
+                          f"the other network without gradients; use trainer.strategy={strategy}"
+                          f"_find_unused_parameters_true")
     if OmegaConf.select(cfg, "callbacks.ema", default=None) is not None:
         raise ConfigError("callbacks.ema would average the discriminator too: +recipe=realesrgan keeps "
                           "its own EMA of the generator (module.ema_decay); drop callbacks=ema")

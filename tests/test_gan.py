@@ -153,6 +153,7 @@ def test_ema_is_basicsrs_arithmetic() -> None:
     ("trainer.gradient_clip_val=1.0", "trainer.gradient_clip_val=1.0 is not supported"),
     ("callbacks=ema", "callbacks.ema would average the discriminator"),
     ("data.patch_size=36", "data.patch_size=36 must be divisible by 8"),
+    ("trainer=ddp_cpu", "use trainer.strategy=ddp_find_unused_parameters_true"),
     ("loss.perceptual.weights=/nowhere/vgg.pth", "loss.perceptual.weights=/nowhere/vgg.pth: no such file"),
 ])
 def test_config_checks(sample_root: Path, tmp_path: Path, vgg_file: Path, override: str, match: str) -> None:
