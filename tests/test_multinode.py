@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from pspl_lightning.cli.launch import launched_rank, rank_overrides, refuse_unshared_torchrun_folder
+from pspl_lightning.cli.train import train
 from pspl_lightning.errors import ConfigError
+from tests.conftest import TINY, compose_config
 from tests.helpers.fault_probes import tensor_dicts_equal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +136,23 @@ def test_ranks_above_zero_write_no_run_files_and_torchrun_needs_a_shared_folder(
     refuse_unshared_torchrun_folder(["hydra.run.dir=/shared/run"])
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job42")  # --rdzv-id: all ranks name it torchrun-job42
     refuse_unshared_torchrun_folder(["trainer=ddp_cpu"])
+
+
+def test_a_resume_on_another_number_of_processes_is_refused(sample_root: Path, tmp_path: Path) -> None:
+    """Preempted on 8 GPUs, requeued on 4 with the same ``trainer.devices=-1``: the config cannot tell, the
+    processes that started can. One line naming both counts (the checkpoint records its world size)."""
+    first = compose_config("train", [*TINY, f"data.root={sample_root}", "trainer.max_steps=2"],
+                           tmp_path / "a")
+    train(first)
+    ckpt = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["pspl_world_size"] == 1
+    state["pspl_world_size"] = 8
+    torch.save(state, ckpt)
+    again = compose_config("train", [*TINY, f"data.root={sample_root}", "trainer.max_steps=4",
+                                     f"resume={first.paths.output_dir}"], tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"^the checkpoint was written by a run on 8 processes and this run "
+                                          r"has 1: a resume continues on 8 \(trainer.devices x "
+                                          r"trainer.num_nodes\); to go on with 1, start a new run from its "
+                                          r"weights with init_from=<checkpoint>$"):
+        train(again)

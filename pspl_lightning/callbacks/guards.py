@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from pspl_lightning.errors import TrainingDiverged
+from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.launch.stop_requests import requeue_slurm_job
 from pspl_lightning.loop_state import (
     agree_during_validation,
@@ -79,6 +79,11 @@ class LastCheckpoint(Callback):
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         close_finished_epoch_in(trainer, checkpoint)
+        checkpoint["pspl_world_size"] = trainer.world_size
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        refuse_another_world_size(checkpoint.get("pspl_world_size"), trainer.world_size)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
@@ -99,6 +104,23 @@ class LastCheckpoint(Callback):
             job = requeue_slurm_job()
             if job is not None:
                 log.warning("SIGUSR1: requeued SLURM job %s; it continues from %s", job, self.path)
+
+
+def refuse_another_world_size(recorded: int | None, now: int) -> None:
+    """A resume runs on the number of processes its checkpoint was written by (read from the processes
+    that really started: ``trainer.devices=-1`` on a node with fewer GPUs is caught too).
+
+    Each step's batch is ``data.batch_size`` x the processes, and rank ``r`` of ``W`` reads positions
+    ``r, r + W, ...`` of the epoch's order: on another count the rest of the epoch would be dealt otherwise
+    and every later step would average another number of patches, so the resumed run would not be the run
+    it continues.
+    """
+    if recorded is not None and int(recorded) != now:
+        raise ConfigError(
+            f"the checkpoint was written by a run on {recorded} processes and this run has {now}: a resume "
+            f"continues on {recorded} (trainer.devices x trainer.num_nodes); to go on with {now}, start a "
+            f"new run from its weights with init_from=<checkpoint>"
+        )
 
 
 def first_nonfinite(named: Iterable[tuple[str, Any]]) -> tuple[str, float] | None:
