@@ -143,6 +143,23 @@ def test_onnx_parity_for_edsr_baseline_tiny(tmp_path: Path) -> None:
     assert "with torch.onnx.export(dynamo=True)" in result.lines[1]
 
 
+def test_onnx_fixed_size(tmp_path: Path) -> None:
+    """size=HxW: a graph of that height and width (batch dynamic), checked at that size; metadata says so."""
+    import onnx
+    import onnxruntime as ort
+
+    net, model = _nets()["edsr"]
+    ckpt = pspl_checkpoint(tmp_path / "last.ckpt", net.eval(), model, 2)
+    result = export_model(ckpt, tmp_path / "edsr.onnx", size="12x10")
+    (inp,) = ort.InferenceSession(str(result.output), providers=["CPUExecutionProvider"]).get_inputs()
+    assert isinstance(inp.shape[0], str) and inp.shape[1:] == [3, 12, 10]
+    props = {p.key: p.value for p in onnx.load(str(result.output)).metadata_props}
+    assert props["size"] == "12x10" and props["input_layout"] == "NCHW, batch dynamic, height 12, width 10"
+    assert "Nx3x12x10 RGB in [0, 1] (fixed size, batch dynamic), output Nx3x24x20" in result.lines[1]
+    assert result.lines[-1].startswith("onnxruntime vs PyTorch (fp32) on a batch of 2 10x12 inputs")
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-5
+
+
 def test_onnx_difference_of_a_file_that_differs_from_the_network(tmp_path: Path) -> None:
     """The parity figure against a network whose weights differ from the file's (one tensor perturbed): above
     0 and equal to onnxruntime's output minus the network's, computed here."""

@@ -421,3 +421,28 @@ def test_window_attention_networks_tile_with_an_overlap_from_their_window() -> N
     assert tiled.shape == untiled.shape == (1, 3, 80, 88)
     err, bare_err = (tiled - untiled).abs().max().item(), (bare - untiled).abs().max().item()
     assert err < 1e-4 and bare_err > 1e-2  # measured: 4.9e-6 and 0.19
+
+
+def onnx_summary(rows: dict[str, dict[str, str]]) -> str:
+    """README's sentence listing docs/ZOO.md's ONNX column by outcome (ids in the table's order)."""
+    groups = {"dynamic (dynamo)": "dynamic with torch's dynamo exporter",
+              "dynamic (TorchScript)": "dynamic with the TorchScript-based one",
+              "fixed size only (dynamo)": "fixed size only (`size=HxW`) with dynamo",
+              "fixed size only (TorchScript)": "fixed size only with the TorchScript-based one",
+              "refused": "refused"}
+    parts = []
+    for outcome, words in groups.items():
+        ids = [a for a, r in rows.items() if r["onnx"] == outcome]
+        if ids:
+            parts.append(f"{words}: {', '.join(ids)}")
+    return "; ".join(parts) + "."
+
+
+def test_readme_onnx_paragraph_matches_the_table() -> None:
+    """README's "Models in and out" lists each id under the outcome docs/ZOO.md's ONNX column gives it."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = doc_rows()
+    outcomes = ("dynamic (dynamo)", "dynamic (TorchScript)", "fixed size only (dynamo)",
+                "fixed size only (TorchScript)", "refused", "no (refused)")
+    assert all(r["onnx"] in outcomes for r in rows.values())
+    assert onnx_summary(rows) in readme
