@@ -133,3 +133,22 @@ def _random_kill_and_resume(straight: Path, sample_root: Path, folder: Path, del
     _resume_to_end(folder, sample_root)
     assert tensor_dicts_equal(_weights(folder), _weights(straight)), f"delay {delay:.2f} s"
     assert _history(folder) == _history(straight), f"delay {delay:.2f} s"
+
+
+def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: Path, tmp_path: Path) -> None:
+    """``pspl-train -m`` with Hydra's basic launcher runs its jobs one after another in this process: a
+    SIGTERM during job 0 saves its checkpoint and ends the sweep with 143 (before, the request was
+    forgotten with job 0 and job 1 started)."""
+    env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(ROOT), "PSPL_TEST_SIGNAL": "step:2:0"}
+    args = [sys.executable, "-m", "pspl_lightning.cli.train", "-m", "model=tiny", "logger=csv",
+            "trainer.max_steps=4", "data.batch_size=4", "callbacks.progress_bar=null", "seed=1,2",
+            "trainer.enable_model_summary=false", f"data.root={sample_root}",
+            "+callbacks.signal_at._target_=tests.helpers.fault_probes.SignalAt",
+            f"hydra.sweep.dir={tmp_path}/s"]
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 143, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Stopped by SIGTERM after saving checkpoints/last.ckpt" in proc.stderr
+    job0 = tmp_path / "s" / "0" / "checkpoints" / "last.ckpt"
+    assert torch.load(job0, map_location="cpu", weights_only=True)["global_step"] == 3
+    assert not (tmp_path / "s" / "1").exists()

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
+from pspl_lightning.cli.failures import EXIT_SIGTERM, EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import (
     adapt_to_launch,
@@ -100,10 +100,13 @@ def remove_unused_run_folder(folder: Path) -> None:
 
 
 def _after_failure(status: int) -> float | None:
-    """In a sweep, one failed job must not end the others: NaN marks it failed. Otherwise a mistake
+    """In a sweep, one failed job must not end the others: NaN marks it failed; a stop request (SIGTERM)
+    to a sweep whose jobs run in this process ends the sweep after the job saved. Otherwise a mistake
     leaves no run folder behind."""
     if hydra_runtime()[0]:
         note_failure(status)  # the kind of failure, for the sweep's table
+        if status == EXIT_SIGTERM and "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_")):
+            sys.exit(status)  # jobs run one after another in this process: the stop ends the sweep
         return float("nan")
     if status == EXIT_USER_ERROR:
         remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
