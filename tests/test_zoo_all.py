@@ -446,3 +446,25 @@ def test_readme_onnx_paragraph_matches_the_table() -> None:
                 "fixed size only (TorchScript)", "refused", "no (refused)")
     assert all(r["onnx"] in outcomes for r in rows.values())
     assert onnx_summary(rows) in readme
+
+
+def test_upscaler_pads_a_network_that_does_not_pad_itself() -> None:
+    """spandrel's DRCT needs a multiple of its window: pspl-upscale pads (reflect) and crops; a class that
+    pads itself (SwinIR) runs as is."""
+    import torch.nn.functional as F
+
+    from pspl_lightning.inference.loading import LoadedNetwork
+    from pspl_lightning.inference.upscaler import Upscaler
+
+    torch.manual_seed(0)
+    net = spandrel_net("DRCT", 2, **SMALL["DRCT"]).eval()
+    lr = torch.rand(1, 3, 19, 23, generator=torch.Generator().manual_seed(5))
+    with pytest.raises(RuntimeError):
+        net(lr)
+    upscaler = Upscaler(LoadedNetwork(net, 2, {"arch": "DRCT"}, Path("drct.safetensors")))
+    assert upscaler.multiple == 4
+    with torch.no_grad():
+        expected = net(F.pad(lr, (0, 1, 0, 1), mode="reflect"))[..., :38, :46]
+        assert torch.equal(upscaler(lr), expected)
+    swinir = spandrel_net("SwinIR", 2, **SMALL["SwinIR"]).eval()
+    assert Upscaler(LoadedNetwork(swinir, 2, {"arch": "SwinIR"}, Path("s.safetensors"))).multiple == 1

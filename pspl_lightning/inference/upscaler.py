@@ -6,7 +6,8 @@ import logging
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from pspl_lightning.errors import ConfigError
 from pspl_lightning.inference.ensemble import self_ensemble as ensemble_x8
@@ -22,6 +23,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def _size_multiple(net: nn.Module, device: torch.device) -> int:
+    """1, or the window size of a network that fails on an input of one pixel more than its window (a class
+    that does not pad itself); found with one small blank forward pass."""
+    window = getattr(net, "window_size", None)
+    if not isinstance(window, int) or window < 2:
+        return 1
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, window + 1, window + 1, device=device))
+    except RuntimeError:
+        return window
+    return 1
 
 
 class Upscaler:
@@ -49,17 +64,30 @@ class Upscaler:
             if self.overlap_note is not None:
                 log.info("%s: %s", loaded.describe(), self.overlap_note)
         self.tile_overlap = tile_overlap
+        self.multiple = _size_multiple(self.net, self.device)
+
+    def _net(self, lr: Tensor) -> Tensor:
+        """The network on ``lr``, padded (reflect, or replicate where too small) to ``self.multiple`` and
+        cropped back, for classes that do not pad to their window themselves (spandrel's DRCT)."""
+        m = self.multiple
+        h, w = lr.shape[-2:]
+        ph, pw = -h % m, -w % m
+        if not (ph or pw):
+            return self.net(lr)
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        out = self.net(F.pad(lr, (0, pw, 0, ph), mode=mode))
+        return out[..., : h * self.scale, : w * self.scale]
 
     def _forward(self, lr: Tensor) -> Tensor:
         if self.tile is None or max(lr.shape[-2:]) <= self.tile:
-            return self.net(lr)
+            return self._net(lr)
         if self.tile_overlap is None:
             raise ConfigError(
                 f"{self.loaded.describe()} has layers that see the whole image, so tiles cannot reproduce "
                 f"the untiled output of this {lr.shape[-1]}x{lr.shape[-2]} image; set tile_overlap "
                 f"explicitly to accept approximate tiling, or tile=null"
             )
-        return tiled_forward(self.net, lr, self.scale, self.tile, int(self.tile_overlap))
+        return tiled_forward(self._net, lr, self.scale, self.tile, int(self.tile_overlap))
 
     @torch.no_grad()
     def __call__(self, lr: Tensor) -> Tensor:
