@@ -59,7 +59,8 @@ def _cases(root: Path, sample_root: Path) -> dict[str, tuple[str, list[str], boo
     (root / "a_file").write_text("")
     cases = {
         "div2k_layout": ("train", ["data=div2k", f"data.root={root / 'empty'}"], False),
-        "small_images": ("train", [f"data.root={sample_root}", "data.patch_size=1024"], False),
+        # every sample image below the patch (with one that fits, training skips the others and goes on)
+        "small_images": ("train", [f"data.root={sample_root}", "data.patch_size=2048"], False),
         "not_an_image": ("train", ["data=folder", f"data.root={images.parent}", "data.hr_dir=HR",
                                    "data.val_hr_dir=HR", "data.cache_dir=null"], False),
         "gpu_trainer": ("train", ["trainer=gpu"], False),
@@ -133,8 +134,8 @@ def test_a_spawned_rank_error_is_one_line(mistakes) -> None:
 
 
 def test_images_smaller_than_the_patch(mistakes) -> None:
-    # the data module's notices of the skipped images come first (tests/test_data_*.py own those lines)
-    _assert_said_once(mistakes[1]["small_images"], "smaller than the LR patch of 512")
+    _assert_one_line(mistakes[1]["small_images"],
+                     "all 6 training images are smaller than the LR patch of 1024")
     _no_run_folder(mistakes, "small_images")
 
 
