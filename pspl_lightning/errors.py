@@ -34,3 +34,8 @@ class CheckpointError(UserError):
 
 class TrainingDiverged(RuntimeError):
     """A non-finite loss or weight; the message names the step and the value (``pspl-train`` exits with 3)."""
+
+
+class StopRequested(RuntimeError):
+    """A ``ddp_spawn`` rank stopped by SIGTERM/SIGUSR1 after saving: Lightning's ``SIGTERMException`` is a
+    ``SystemExit``, which torch's spawn does not report to the waiting process (it then waited for ever)."""

@@ -147,7 +147,6 @@ def stop_at_step_boundaries(trainer: L.Trainer, before_stop: Callable[[], None] 
     an optimizer step; ``before_stop()`` runs on every rank once the ranks agreed, before the stop is raised
     (the weights check of :class:`~pspl_lightning.callbacks.guards.LastCheckpoint`).
     """
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     connector = trainer._signal_connector
     if not isinstance(connector, _StopAtStepBoundaries):
@@ -158,19 +157,35 @@ def stop_at_step_boundaries(trainer: L.Trainer, before_stop: Callable[[], None] 
 
     def agree_at_step_start() -> None:
         if _at_optimizer_step_boundary(trainer) and agree_on_stop_requests(trainer):
-            if before_stop is not None:
-                before_stop()
-            raise SIGTERMException
+            stop_now(trainer, before_stop)
 
     epoch_loop._broadcast_sigterm_tensor = agree_at_step_start
+    connector.__dict__["_before_stop"] = before_stop
+
+
+def stop_now(trainer: L.Trainer, before_stop: Callable[[], None] | None) -> None:
+    """Every rank, at the point they agreed on: ``before_stop()`` (the save), then the stop. Under
+    ``ddp_spawn`` the ranks are processes whose exceptions Lightning's callbacks never see and torch's
+    spawn drops a ``SystemExit`` without a word: the save happens here and the stop is an ordinary error
+    that reaches the waiting process (``StopRequested``)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from pspl_lightning.errors import StopRequested
+
+    if before_stop is not None:
+        before_stop()
+    if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
+        raise StopRequested("stopped by a stop request after saving checkpoints/last.ckpt")
+    raise SIGTERMException
 
 
 def agree_during_validation(trainer: L.Trainer) -> None:
-    """After a validation batch of a fit with steps left, under DDP: agree on stop requests, so that
-    Lightning's own check after the batch stops every rank at the same batch of a long validation."""
+    """After a validation batch of a fit with steps left, under DDP: agree on stop requests, so that every
+    rank stops at the same batch of a long validation."""
     steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
-    if trainer.world_size > 1 and trainer.state.fn == "fit" and not trainer.sanity_checking and steps_left:
-        agree_on_stop_requests(trainer)
+    if (trainer.world_size > 1 and trainer.state.fn == "fit" and not trainer.sanity_checking and steps_left
+            and agree_on_stop_requests(trainer)):
+        stop_now(trainer, trainer._signal_connector.__dict__.get("_before_stop"))
 
 
 class LazyStartDataLoader(DataLoader):

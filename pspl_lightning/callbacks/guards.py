@@ -46,11 +46,11 @@ class LastCheckpoint(Callback):
         self.path, self.every_n_steps = Path(dirpath) / filename, every_n_steps
         self._saved_step: int | None = None
         self._validated_step: int | None = None  # the step of the last save after a validation
+        self._stopped_at: int | None = None  # the step a stop request saved at
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
-            stop_at_step_boundaries(trainer, before_stop=lambda: refuse_nonfinite_checkpoint(
-                {"state_dict": pl_module.state_dict()}, trainer.global_step, trainer))
+            stop_at_step_boundaries(trainer, before_stop=lambda: self._save_on_stop(trainer, pl_module))
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resume needs
@@ -87,10 +87,17 @@ class LastCheckpoint(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
-        # Every rank raises SIGTERMException at the batch the ranks agreed on, so this collective save
-        # cannot deadlock; it also covers a stop agreed on mid-validation.
-        if not isinstance(exception, SIGTERMException):
-            return
+        # One process: Lightning raises SIGTERMException after the step the signal came in. Several: every
+        # rank saved at the point they agreed on (``_save_on_stop``) before the stop was raised.
+        if isinstance(exception, SIGTERMException) and self._stopped_at != trainer.global_step:
+            self._save_on_stop(trainer, pl_module, check=False)  # checked after the step (on_train_batch_end)
+
+    def _save_on_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, check: bool = True) -> None:
+        """The save of a stop request, on every rank; then SLURM's requeue where SIGUSR1 asked for it. The
+        weights are checked first (``check``), where raising still leaves Lightning's shutdown intact."""
+        self._stopped_at = trainer.global_step
+        if check:
+            refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, trainer.global_step, trainer)
         signum = agreed_stop_signal(trainer) or signal.SIGTERM
         name = signal.Signals(signum).name
         if self._validated_step == trainer.global_step:

@@ -42,6 +42,10 @@ _run_folder: tuple[Path, Path | None] | None = None
 def _from_rank(text: str) -> BaseException | None:
     """The project error named on the last matching line of a spawned rank's traceback text."""
     found = _RANK_ERROR.findall(text)
+    if found and found[-1][0] == "StopRequested":  # a rank stopped by a signal, after saving
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        return SIGTERMException()
     if not found:
         return None
     name, message = found[-1]

@@ -25,7 +25,7 @@ from pspl_lightning.cli.launch import (
 from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
 from pspl_lightning.cli.run_folder import NothingToTrain, finished_run, resolve_resume
 from pspl_lightning.cli.sweep_summary import EXIT_SWEEP_FAILED, failed_jobs, note_failure
-from pspl_lightning.launch.stop_requests import hold_stop_requests
+from pspl_lightning.launch.stop_requests import forward_to, hold_stop_requests
 
 log = logging.getLogger("pspl_lightning")
 
@@ -66,6 +66,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Training %s with %s for %d steps; outputs in %s", type(module.plain_net).__name__,
              type(module.loss).__name__, trainer.max_steps, output_dir)
     status = "failed"
+    if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":  # ddp_spawn: ranks elsewhere
+        forward_to(trainer.strategy.launcher.kill)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         status = "success"
@@ -76,6 +78,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             raise
         raise err from exc
     finally:
+        forward_to(None)
         for lg in loggers:
             lg.finalize(status)
         finish_wandb(failed=status != "success")

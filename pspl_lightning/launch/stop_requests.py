@@ -18,9 +18,11 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
 from types import FrameType
 
 _state: dict[str, int] = {"signal": 0, "owner": 0}
+_forward: list[Callable[[int], None]] = []  # where a request goes on (the processes ddp_spawn started)
 
 
 def stop_signals() -> tuple[signal.Signals, ...]:
@@ -35,6 +37,16 @@ def _record(signum: int, frame: FrameType | None) -> None:
         return
     # SIGTERM outranks SIGUSR1 (the larger number): a requeue request that is followed by the end wins
     _state["signal"] = max(_state["signal"], int(signum))
+    for send in _forward:
+        send(int(signum))
+
+
+def forward_to(send: Callable[[int], None] | None) -> None:
+    """Pass every stop request on with ``send(signum)`` (None: to nobody). Under ``ddp_spawn`` this process
+    only waits for the processes it started, which train: they must get the request."""
+    _forward.clear()
+    if send is not None:
+        _forward.append(send)
 
 
 def hold_stop_requests() -> None:
