@@ -111,14 +111,14 @@ def test_stop_requests_at_three_moments_save_on_every_rank_and_resume_exactly(
     assert _history(folder) == _history(straight)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.slow), "ddp_spawn"])
 def test_a_sigterm_at_a_random_moment_ends_within_a_minute_and_resumes_exactly(
         straight: Path, sample_root: Path, tmp_path: Path, strategy: str) -> None:
-    """The issue's reproduction once in the default suite (ten times in the slow test below): SIGTERM to
-    rank 0 at a random moment after the first ``last.ckpt``. Under ``ddp_spawn`` (what a sweep job of
-    ``trainer=ddp_cpu`` runs) the signal reaches the waiting process, which passes it on to its ranks
-    (before, it was ignored there; passed on by Lightning, the ranks' ``SystemExit`` left the waiting
-    process waiting for ever)."""
+    """The issue's reproduction: SIGTERM to rank 0 at a random moment after the first ``last.ckpt`` (under
+    ``ddp`` ten times in the slow test below; the three-stop test covers ddp in the default suite). Under
+    ``ddp_spawn`` (what a sweep job of ``trainer=ddp_cpu`` runs) the signal reaches the waiting process,
+    which passes it on to its ranks (before, it was ignored there; passed on by Lightning, the ranks'
+    ``SystemExit`` left the waiting process waiting for ever)."""
     _random_kill_and_resume(straight, sample_root, tmp_path / "run", random.Random().uniform(0, 1.5),
                             f"trainer.strategy={strategy}")
 
