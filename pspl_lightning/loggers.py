@@ -1,6 +1,7 @@
 """Logger variants whose history survives a resume: CSV that keeps what the run wrote before its checkpoint
 and drops what a killed run wrote after it (the resumed run writes it again), TensorBoard likewise (a purge
-of the steps the resumed run logs again), and W&B that prints only what a user needs.
+of the steps the resumed run logs again), and W&B that prints only what a user needs and, resumed, skips
+the steps it already holds.
 
 A resumed run continues from a checkpoint saved at global step ``k``: it logs every metric whose step is
 ``k`` or more again (Lightning logs the metrics of the batch that makes step ``s + 1``, and a validation
@@ -11,6 +12,7 @@ written out (:meth:`checkpointed`) and on resume the history from ``k`` on is dr
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from pathlib import Path
@@ -133,6 +135,38 @@ class WandbLogger(_LightningWandbLogger):
             self._wandb_init["settings"] = wandb.Settings(silent=True) if self._offline \
                 else wandb.Settings(quiet=True)
 
+    # W&B keeps every row it was sent: the steps a killed run sent after its checkpoint are not dropped on
+    # resume; the resumed run sends them again. The last step sent and its keys are kept beside the run
+    # (``pspl_logged.json``), so a resumed run skips what W&B already holds: the same values, the resumed
+    # run being bit-exact.
+    _skip_through: tuple[int, frozenset[str]] | None = None
+
+    def _logged_file(self) -> Path:
+        return Path(self.save_dir or ".") / "wandb" / "pspl_logged.json"
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if step is not None and self._skip_through is not None:
+            last, keys = self._skip_through
+            if step < last or (step == last and set(metrics) <= keys):
+                return
+            self._skip_through = None
+        super().log_metrics(metrics, step)
+        if step is not None:
+            path = self._logged_file()
+            previous = _read_json(path)
+            same_step = previous.get("step") == step
+            keys = sorted(set(metrics) | set(previous.get("keys", []) if same_step else []))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"step": step, "keys": keys}))
+
+    @rank_zero_only
+    def rewind(self, step: int) -> None:
+        """Resuming from global step ``step``: skip the steps from there that W&B already holds."""
+        logged = _read_json(self._logged_file())
+        if logged.get("step") is not None and int(logged["step"]) >= step:
+            self._skip_through = (int(logged["step"]), frozenset(logged.get("keys", [])))
+
     @property
     def experiment(self) -> Any:
         fresh = self._experiment is None
@@ -141,3 +175,11 @@ class WandbLogger(_LightningWandbLogger):
             log.info("W&B run saved offline in %s; upload it with: wandb sync %s", run.settings.sync_dir,
                      run.settings.sync_dir)
         return run
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON record, or {} where there is none (or a torn one)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

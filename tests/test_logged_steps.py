@@ -121,3 +121,47 @@ def test_history_after_a_kill_and_resume_equals_the_uninterrupted_run(sample_roo
     reference = Path(straight.paths.output_dir)
     assert _rows(folder) == _rows(reference)
     assert _board(folder) == _board(reference)
+
+
+class _SentRows:
+    """Stands in for a W&B run: records what it was sent."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def log(self, row: dict) -> None:
+        self.rows.append(row)
+
+
+def _wandb_logger(save_dir: Path, sent: _SentRows):
+    from pspl_lightning.loggers import WandbLogger
+
+    logger = WandbLogger(save_dir=str(save_dir), offline=True, project="p")
+    logger._experiment = sent
+    return logger
+
+
+def test_a_resumed_wandb_run_skips_the_steps_it_already_holds(tmp_path: Path) -> None:
+    """W&B keeps every row it was sent: a run killed at step 9 after its checkpoint at step 5 had sent
+    steps 5-9, which the resumed run sends again. Resumed, the logger skips what W&B holds (the train row
+    of step 9 too, but not step 9's validation, which the killed run never sent): W&B's history is the
+    uninterrupted run's."""
+    def rows(last: int) -> list[tuple[int, dict]]:
+        out = [(s, {"train/loss": float(s)}) for s in range(last + 1)]
+        return out + [(s, {"val/psnr_y": 30.0 + s}) for s in (4, 9) if s <= last]
+
+    straight = _SentRows()
+    reference = _wandb_logger(tmp_path / "straight", straight)
+    for step, metrics in sorted(rows(11), key=lambda r: r[0]):
+        reference.log_metrics(metrics, step)
+    sent = _SentRows()
+    killed = _wandb_logger(tmp_path / "run", sent)
+    for step, metrics in sorted(rows(9), key=lambda r: r[0]):
+        if (step, metrics) != (9, {"val/psnr_y": 39.0}):  # killed before step 9's validation was sent
+            killed.log_metrics(metrics, step)
+    resumed = _wandb_logger(tmp_path / "run", sent)
+    resumed.rewind(5)
+    for step, metrics in sorted(rows(11), key=lambda r: r[0]):
+        if step >= 5:
+            resumed.log_metrics(metrics, step)
+    assert sent.rows == straight.rows
