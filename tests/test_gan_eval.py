@@ -79,3 +79,28 @@ def test_lpips_scores_each_image_on_the_8_bit_sr(setup: tuple[Path, Path], tmp_p
         expected[name] = float(np.abs(sr8 - hr).mean() / 255)
     assert lpips["images"] == pytest.approx(expected, rel=1e-5)
     assert lpips["mean"] == pytest.approx(sum(expected.values()) / 2, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_lpips_with_a_backbone_file_in_the_hub_cache_is_torchmetrics(setup: tuple[Path, Path], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A (random-weight) AlexNet file where torchvision caches it: LPIPS is built without a download and
+    equals torchmetrics' functional LPIPS on the saved 8-bit SR against the HR."""
+    from torchmetrics.functional.image.lpips import learned_perceptual_image_patch_similarity
+    from torchvision.models import alexnet
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(alexnet(weights=None).state_dict(), cached)
+    assert lpips_weights_missing("alex") is None
+    eval_cli.evaluate(_cfg(tmp_path, *setup, "save_images=true"), console=Console(file=None, quiet=True))
+    lpips = json.loads((tmp_path / "run" / "results.json").read_text())["lpips"]["Set5 x2"]
+    for name in ("chelsea", "coffee"):
+        sr8 = read_image(tmp_path / "run" / "images" / "Set5" / "x2" / f"{name}.png")
+        hr = read_image(setup[1] / "Set5" / "HR" / f"{name}.png")[: sr8.shape[0], : sr8.shape[1]]  # modcrop
+        sr_t, hr_t = (torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255
+                      for a in (sr8, hr))
+        expected = learned_perceptual_image_patch_similarity(sr_t, hr_t, net_type="alex", normalize=True)
+        assert lpips["images"][name] == pytest.approx(float(expected), rel=1e-4)
