@@ -105,3 +105,19 @@ def test_bench_scaling_reports_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert last["scaling"]["4"]["cache_bytes_per_image"] > 64 * 80 * 3 * 1.25  # HR + x2 LR arrays
     assert set(last["scaling"]["4"]["patches_per_s"]) == {"div2k_w0", "div2k_w2", "stream_w0", "stream_w2"}
     assert (tmp_path / "f.png").stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == ["f.png"]
+
+
+def test_benchmarks_scaling_section_comes_from_its_json() -> None:
+    """docs/BENCHMARKS.md's ``--scaling`` tables and ratios are those of docs/figures/data_scaling.json."""
+    report = json.loads((REPO / "docs" / "figures" / "data_scaling.json").read_text())
+    text = (REPO / "docs" / "BENCHMARKS.md").read_text()
+    assert _bench().scaling_markdown(report["scaling"]) in text
+    ratios = report["ratios_largest_to_smallest"]
+    largest, smallest = max(report["scaling"], key=int), min(report["scaling"], key=int)
+    flat = " ".join(text.split())
+    assert f"{largest} against {smallest} images" in flat
+    for key in ("prepare_s_per_image", "optimize_s_per_image"):
+        assert f"`{key}` {ratios[key]:.2f}" in flat
+    for name, value in ratios["patches_per_s"].items():
+        assert f"{name} {value:.2f}" in flat
+    assert (REPO / "docs" / "figures" / "data_scaling.png").stat().st_size > 10_000
