@@ -168,3 +168,10 @@ def test_a_missing_lr_folder_is_noted_once(tmp_path: Path, caplog: pytest.LogCap
         for _ in range(3):  # prepare_data, setup and the validation sets each list the files
             div2k_files(tmp_path, "train", range(1, 2), 2, "train_range")
     assert sum("LR_bicubic/X2 not found" in m for m in caplog.messages) == 1
+
+
+def test_optimize_min_size_defaults_to_the_patch_of_the_x2_configs() -> None:
+    from pspl_lightning.cli.data import _train_config
+    from pspl_lightning.data.optimize import DEFAULT_MIN_SIZE
+
+    assert DEFAULT_MIN_SIZE == 96 == _train_config(["data=stream"]).data.patch_size
