@@ -155,7 +155,7 @@ def test_an_overflowing_learning_rate_is_one_line(sample_root: Path, tmp_path: P
         train(_cfg(tmp_path, sample_root, "optimizer.lr=1e38"))
 
 
-@pytest.mark.parametrize("mistake", ["data.patch_size=1024", "data=div2k"])
+@pytest.mark.parametrize("mistake", ["data.patch_size=2048", "data=div2k"])
 def test_a_data_mistake_starts_no_logger(sample_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                          mistake: str) -> None:
     """With the default W&B logger (offline): the data is checked before any logger starts, so no W&B run is
@@ -165,7 +165,7 @@ def test_a_data_mistake_starts_no_logger(sample_root: Path, tmp_path: Path, monk
     (tmp_path / "empty").mkdir()
     root = tmp_path / "empty" if mistake == "data=div2k" else sample_root
     cfg = compose_config("train", [*TINY, "logger=[wandb,csv]", mistake, f"data.root={root}"], tmp_path)
-    with pytest.raises(DataError, match="smaller than the LR patch of 512" if "patch" in mistake else
+    with pytest.raises(DataError, match="smaller than the LR patch of 1024" if "patch" in mistake else
                        "DIV2K_train_HR does not exist"):
         train(cfg)
     assert list(Path(cfg.paths.output_dir).iterdir()) == []
