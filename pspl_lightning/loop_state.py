@@ -81,7 +81,8 @@ class _StopAtStepBoundaries:
     the update, and the resumed run stepped on the window's remaining batches alone). Several ranks: once
     every rank has agreed on it in :func:`agree_on_stop_requests`, so every rank raises at the same batch
     and saves together (Lightning's handler broadcast from inside the signal handler, which hung when the
-    signal landed during another collective)."""
+    signal landed during another collective). Never inside a validation of the fit: it completes and is
+    saved first (stopped in the middle, the resumed run skipped that validation and its logged metrics)."""
 
     def register_signal_handlers(self) -> None:
         from pspl_lightning.launch.stop_requests import hold_stop_requests
@@ -102,7 +103,9 @@ class _StopAtStepBoundaries:
 
         if self.trainer.world_size > 1:
             return self.__dict__.get("_agreed", 0) > 0
-        return requested() > 0 and not in_accumulation_window(self.trainer)
+        trainer = self.trainer
+        return (requested() > 0 and not in_accumulation_window(trainer) and not trainer.sanity_checking
+                and not (trainer.validating and trainer.state.fn == "fit"))
 
     @received_sigterm.setter
     def received_sigterm(self, value: bool) -> None:  # Lightning resets it to False when it registers
@@ -125,8 +128,8 @@ def agree_on_stop_requests(trainer: L.Trainer) -> bool:
     """Combine every rank's stop request (one all-reduce, MAX); True (on every rank) if any rank got one.
 
     Called at the start of each optimizer step, in place of Lightning's per-step broadcast of rank 0's
-    flag (so a step still costs one collective), and after each validation batch of a run that has steps
-    left: every rank reaches these points equally often, so the ranks never wait on different operations.
+    flag (so a step costs one collective, as before): every rank reaches it equally often, so the ranks
+    never wait on different operations.
     """
     import torch
     import torch.distributed as dist
@@ -177,15 +180,6 @@ def stop_now(trainer: L.Trainer, before_stop: Callable[[], None] | None) -> None
     if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
         raise StopRequested("stopped by a stop request after saving checkpoints/last.ckpt")
     raise SIGTERMException
-
-
-def agree_during_validation(trainer: L.Trainer) -> None:
-    """After a validation batch of a fit with steps left, under DDP: agree on stop requests, so that every
-    rank stops at the same batch of a long validation."""
-    steps_left = trainer.max_steps < 0 or trainer.global_step < trainer.max_steps
-    if (trainer.world_size > 1 and trainer.state.fn == "fit" and not trainer.sanity_checking and steps_left
-            and agree_on_stop_requests(trainer)):
-        stop_now(trainer, trainer._signal_connector.__dict__.get("_before_stop"))
 
 
 class LazyStartDataLoader(DataLoader):

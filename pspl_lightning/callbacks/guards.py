@@ -18,7 +18,6 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.launch.stop_requests import requeue_slurm_job
 from pspl_lightning.loop_state import (
-    agree_during_validation,
     agreed_stop_signal,
     close_finished_epoch_in,
     stop_at_step_boundaries,
@@ -36,7 +35,8 @@ class LastCheckpoint(Callback):
     the monitored metric and saves it once more after ``on_train_end``, when weight averaging has already
     copied the average into the network; this saves at step boundaries only, so ``resume`` always finds
     the raw weights of the latest step. A stop request is a flag every rank agrees on at an optimizer-step
-    boundary (or between two validation batches), :func:`~pspl_lightning.loop_state.stop_at_step_boundaries`;
+    boundary (a validation under way completes first),
+    :func:`~pspl_lightning.loop_state.stop_at_step_boundaries`;
     then every rank raises ``SIGTERMException`` at the same point and the checkpoint is written together
     (a signal in the middle of a gradient-accumulation window waits for the window's step). Every save
     records an epoch that has run out as closed.
@@ -66,10 +66,6 @@ class LastCheckpoint(Callback):
             # raising leaves Lightning's shutdown intact (an exception out of on_exception skips its teardown)
             refuse_nonfinite_checkpoint({"state_dict": pl_module.state_dict()}, step, trainer)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        agree_during_validation(trainer)  # a long validation stops at a batch every rank agrees on
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Always: this validation's results (best score, loop progress) belong in the checkpoint.
         if not trainer.sanity_checking and trainer.state.fn == "fit":
@@ -88,7 +84,7 @@ class LastCheckpoint(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule,
                      exception: BaseException) -> None:
         # One process: Lightning raises SIGTERMException after the step the signal came in. Several: every
-        # rank saved at the point they agreed on (``_save_on_stop``) before the stop was raised.
+        # rank saved at the step boundary they agreed on (``_save_on_stop``) before the stop was raised.
         if isinstance(exception, SIGTERMException) and self._stopped_at != trainer.global_step:
             self._save_on_stop(trainer, pl_module, check=False)  # checked after the step (on_train_batch_end)
 
