@@ -37,6 +37,8 @@ def test_readme_real_world_sr_numbers_are_the_recorded_ones() -> None:
         for arm in ("l1", "pspl"):
             values = [report["runs"][arm][str(s)][key] for s in report["seeds"]]
             assert abs(sum(values) / n - summary[key][f"{arm}_mean"]) < 1e-12
+    finals = [r["psnr_y"] for arm in report["runs"].values() for r in arm.values()] + [start["psnr_y"]]
+    assert max(finals) - min(finals) < 0.05  # "within a few hundredths of a dB of the others and the start"
     if "RANDOM" in report["vgg"]:  # the README must say the perceptual term had no ImageNet weights
         assert "random weights" in " ".join(section.split()).replace("**", "")
     assert (ROOT / "docs" / "figures" / "gan_pspl_vs_l1.png").is_file()
