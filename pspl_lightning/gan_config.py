@@ -1,4 +1,4 @@
-"""The config rules of GAN training (``+recipe=realesrgan``), checked before torch is imported: the
+"""The config rules of GAN training (``recipe=realesrgan``), checked before torch is imported: the
 perceptual loss's VGG19 weights at hand, and the Trainer options manual optimization cannot honour."""
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ def check_gan_config(cfg: DictConfig) -> None:
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
     if accumulate != 1:
         raise ConfigError(f"trainer.accumulate_grad_batches={accumulate} is not supported with "
-                          f"+recipe=realesrgan (two optimizers, manual optimization): use 1")
+                          f"recipe=realesrgan (two optimizers, manual optimization): use 1")
     clip = OmegaConf.select(cfg, "trainer.gradient_clip_val", default=None)
     if clip is not None:
-        raise ConfigError(f"trainer.gradient_clip_val={clip} is not supported with +recipe=realesrgan "
+        raise ConfigError(f"trainer.gradient_clip_val={clip} is not supported with recipe=realesrgan "
                           f"(Lightning clips only under automatic optimization): use null")
     strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
     if strategy in ("ddp", "ddp_spawn"):  # each backward leaves the frozen network without gradients
-        raise ConfigError(f"trainer.strategy={strategy} cannot train +recipe=realesrgan: each update leaves "
+        raise ConfigError(f"trainer.strategy={strategy} cannot train recipe=realesrgan: each update leaves "
                           f"the other network without gradients; use trainer.strategy={strategy}"
                           f"_find_unused_parameters_true")
     if OmegaConf.select(cfg, "callbacks.ema", default=None) is not None:
-        raise ConfigError("callbacks.ema would average the discriminator too: +recipe=realesrgan keeps "
+        raise ConfigError("callbacks.ema would average the discriminator too: recipe=realesrgan keeps "
                           "its own EMA of the generator (module.ema_decay); drop callbacks=ema")
     patch = OmegaConf.select(cfg, "data.patch_size", default=None)
     if isinstance(patch, int) and patch % 8:

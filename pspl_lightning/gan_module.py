@@ -96,7 +96,7 @@ class GANModule(SRModule):
             raise ConfigError("loss must be a config node: the pixel loss and pixel_weight/perceptual/gan")
         pixel, gan_cfg = split_loss_config(loss)
         if gan_cfg["gan"] is None:
-            raise ConfigError("loss.gan is missing: +recipe=realesrgan sets it (type: vanilla|hinge, weight)")
+            raise ConfigError("loss.gan is missing: recipe=realesrgan sets it (type: vanilla|hinge, weight)")
         if not 0 <= float(ema_decay) < 1:
             raise ConfigError(f"module.ema_decay={ema_decay} is not allowed: expected a number in [0, 1)")
         super().__init__(net=net, loss=pixel, scale=scale, optimizer=optimizer or ADAM_GAN,
@@ -248,6 +248,6 @@ class GANModule(SRModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         steps = checkpoint.get("gan_steps")
         if steps is None:
-            raise ConfigError("the checkpoint holds no gan_steps: not a checkpoint of +recipe=realesrgan "
+            raise ConfigError("the checkpoint holds no gan_steps: not a checkpoint of recipe=realesrgan "
                               "(start from a PSNR-trained one with init_from=<file> instead)")
         self.generator_steps, self.discriminator_steps = int(steps["generator"]), int(steps["discriminator"])

@@ -1,4 +1,4 @@
-"""Real-world SR evidence: the GAN stage (``+recipe=realesrgan``) with a PSPL pixel term against an L1 pixel
+"""Real-world SR evidence: the GAN stage (``recipe=realesrgan``) with a PSPL pixel term against an L1 pixel
 term, over several seeds, both fine-tuned from one PSNR-trained generator on the realistic degradation.
 
     nice -n 10 python scripts/gan_pspl_vs_l1.py --out docs/figures/gan_pspl_vs_l1 --vgg /path/vgg19.pth
@@ -112,7 +112,7 @@ def main() -> None:
     results: dict[str, dict[int, dict[str, float]]] = {"pspl": {}, "l1": {}}
     for seed in args.seeds:
         for pixel in ("pspl", "l1"):
-            m = run([*COMMON, "+recipe=realesrgan", f"loss={pixel}", f"loss.perceptual.weights={vgg}",
+            m = run([*COMMON, "recipe=realesrgan", f"loss={pixel}", f"loss.perceptual.weights={vgg}",
                      f"discriminator.num_feat={args.disc_feat}", f"module.ema_decay={args.ema_decay}",
                      f"init_from={init}", f"seed={seed}",
                      f"trainer.max_steps={args.gan_steps}", f"schedule.val_every_n_steps={args.gan_steps}"],

@@ -1,4 +1,4 @@
-"""GAN training (+recipe=realesrgan): adversarial losses by hand, the logged values, sigma following the
+"""GAN training (recipe=realesrgan): adversarial losses by hand, the logged values, sigma following the
 generator's steps, bit-exact resume of both networks, both optimizers and the EMA, the generator read back
 by pspl-eval/-export/-upscale, and the config checks."""
 
@@ -42,7 +42,7 @@ def vgg_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gan_cfg(root: Path, sample_root: Path, vgg: Path, *overrides: str):
     """A GAN run small enough for seconds of CPU: TinySR x4, 32 px HR patches, a 4-feature discriminator."""
     base = [o for o in TINY if not o.startswith("model.")]
-    return compose_config("train", [*base, f"data.root={sample_root}", "+recipe=realesrgan", "model=tiny",
+    return compose_config("train", [*base, f"data.root={sample_root}", "recipe=realesrgan", "model=tiny",
                                     "degradation=bicubic", f"loss.perceptual.weights={vgg}",
                                     "discriminator.num_feat=4", "trainer.val_check_interval=100",
                                     *overrides], root)
@@ -164,7 +164,7 @@ def test_config_checks(sample_root: Path, tmp_path: Path, vgg_file: Path, overri
 def test_no_vgg_weights_is_one_line_and_exit_2_before_any_work(tmp_path: Path) -> None:
     env = {**os.environ, "PSPL_ROOT": str(tmp_path), "TORCH_HOME": str(tmp_path / "torch"),
            "WANDB_MODE": "disabled", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "pspl_lightning.cli.train", "+recipe=realesrgan",
+    proc = subprocess.run([sys.executable, "-m", "pspl_lightning.cli.train", "recipe=realesrgan",
                            "model=tiny", "logger=csv"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -70,7 +70,7 @@ def check_train_config(cfg: DictConfig) -> None:
         check_pace(alpha, beta, unit, max_steps)
     _check_milestones(list(cfg.schedule.get("lr_milestones") or []), max_steps)
     _check_init_from(cfg)
-    check_gan_config(cfg)  # +recipe=realesrgan: VGG weights at hand, what manual optimization allows
+    check_gan_config(cfg)  # recipe=realesrgan: VGG weights at hand, what manual optimization allows
     root = cfg.data.get("root")
     is_sample = str(cfg.data.get("_target_", "")).endswith("SampleDataModule")  # built on first use
     if root is not None and not is_sample and not Path(str(root)).is_dir():

@@ -157,7 +157,7 @@ def _read_weights(path: Path, ema: bool) -> StoredWeights:
         weights = obj["current_model_state"] if kept_ema and not ema else obj.get("state_dict", {})
         state = {k[4:]: v for k, v in weights.items() if k.startswith("net.")}
         gan_ema = {k[8:]: v for k, v in weights.items() if k.startswith("net_ema.")}
-        if gan_ema and ema:  # +recipe=realesrgan: the generator's EMA (net_ema.*) beside the raw net.*
+        if gan_ema and ema:  # recipe=realesrgan: the generator's EMA (net_ema.*) beside the raw net.*
             state, kept_ema = gan_ema, True
         if not state:
             raise WeightsError(f"{path} is a pspl-train checkpoint without network weights (no 'net.*' keys)")
