@@ -33,14 +33,17 @@ def _weights_file(path: Path) -> Path:
     return path
 
 
+PAYLOAD = bytes(range(7, 71))  # fixed: test ids must be the same in every xdist worker
+
+
 @pytest.mark.parametrize(("name", "content", "says"), [
-    ("model.onnx", ONNX_HEAD + os.urandom(64), "is an ONNX model (for onnxruntime, chaiNNer), not a PyTorch"),
-    ("renamed.pth", ONNX_HEAD + os.urandom(64), "is an ONNX model"),
+    ("model.onnx", ONNX_HEAD + PAYLOAD, "is an ONNX model (for onnxruntime, chaiNNer), not a PyTorch"),
+    ("renamed.pth", ONNX_HEAD + PAYLOAD, "is an ONNX model"),
     ("notes.ckpt", b"epoch 3: loss 0.01\n", "is a text file, not a checkpoint or weights file"),
     ("empty.pth", b"", "is an empty file"),
     ("array.npy", b"\x93NUMPY\x01\x00v\x00{'descr': '<f8'", "is a NumPy array"),
     ("noise.ckpt", bytes(range(256)) * 4, "is not a PyTorch checkpoint or weights file"),
-])
+], ids=["onnx", "onnx-renamed", "text", "empty", "numpy", "noise"])
 def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path: Path, name: str, content: bytes,
                                                        says: str) -> None:
     """pspl-eval, pspl-upscale and pspl-export read through load_network, init_from through warm_start."""
