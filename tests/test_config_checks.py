@@ -86,7 +86,7 @@ def test_cli_stops_at_once_with_clear_message(tmp_path) -> None:
     out = proc.stdout + proc.stderr
     assert "loss.alpha" in out and "loss.beta" in out and "Traceback" not in out
     assert not (tmp_path / "data").exists()
-    assert list((tmp_path / "outputs" / "train" / "runs").iterdir()) == []  # no run folder left behind
+    assert not (tmp_path / "outputs").exists()  # no run folder left behind, nor the parents it made
 
 
 def test_config_checks_run_before_the_heavy_imports(tmp_path) -> None:

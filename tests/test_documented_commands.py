@@ -32,6 +32,8 @@ NOT_RUN = [
     (r"/data\b|\$DIV2K|s3://",
      "needs a dataset a test cannot download (DIV2K, DF2K, LSDIR, benchmarks in /data)"),
     (r"mypkg\.", "tests/test_developing.py runs it as written, with a package mypkg of its own"),
+    (r"/path/to/", "needs a file of the user's (VGG19's ImageNet weights): tests/test_gan.py trains the "
+                   "recipe with a VGG19 state dict it writes itself"),
     (r"trainer=(gpu|ddp)\b|^srun |gpus_per_job|gpu_check|--compile|bf16|-- trainer=gpu",
      "needs a GPU or a cluster"),
     (r"model=edsr |hparams_search|experiment=|model=(swinir_light|spandrel) |model=hat_s model.window_size"

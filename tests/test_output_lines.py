@@ -57,7 +57,7 @@ def test_a_file_that_is_no_checkpoint_says_what_it_is(tmp_path: Path, name: str,
         with pytest.raises(UserError) as caught:
             read(path)
         line = str(caught.value)
-        assert wanted in line and len(line.splitlines()) == 1 and len(line) < 260, line
+        assert wanted in line and len(line.splitlines()) == 1 and len(line) - len(str(tmp_path)) < 200, line
         assert "weights_only" not in line and "IndexError" not in line
     assert not (tmp_path / "out.pth").exists()
 
@@ -154,14 +154,18 @@ def test_library_notices_are_filtered_by_their_exact_words() -> None:
     Lightning's seed, matplotlib and alembic: filtered after quiet_libraries() (each entry point calls it)."""
     from pspl_lightning.cli.lightning_notices import quiet_libraries
 
+    # torch says it once per process (an earlier test may have had it): its exact words are sent here
+    notice = ("torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument. "
+              "(Triggered internally at /pytorch/aten/src/ATen/native/TensorShape.cpp:4326.)")
     with warnings.catch_warnings(record=True) as seen:
         warnings.resetwarnings()
         warnings.simplefilter("default")
-        torch.meshgrid([torch.arange(2), torch.arange(2)])
+        warnings.warn(notice, UserWarning, stacklevel=1)
         before = sum("torch.meshgrid" in str(w.message) for w in seen)
         quiet_libraries()
-        torch.meshgrid([torch.arange(3), torch.arange(3)])
-    assert (before, sum("torch.meshgrid" in str(w.message) for w in seen)) == (1, 1)
+        warnings.warn(notice, UserWarning, stacklevel=1)
+        warnings.warn("torch.meshgrid: another notice", UserWarning, stacklevel=1)
+    assert (before, sum("torch.meshgrid" in str(w.message) for w in seen)) == (1, 2)
     for name in ("lightning.fabric.utilities.seed", "matplotlib.font_manager", "alembic.runtime.plugins"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
 

@@ -188,7 +188,8 @@ def _shapes(net: nn.Module) -> dict[str, tuple[int, ...]]:
 def scale_dependent_prefixes(arch: str, scale: int, kwargs: Mapping[str, Any],
                              shapes: dict[str, tuple[int, ...]]) -> tuple[str, ...]:
     """The module prefixes of the tensors (of a network at ``scale`` with ``shapes``) that are missing or
-    shaped otherwise when the class is built with the same ``kwargs`` at another of :data:`SCALES`."""
+    shaped otherwise when the class is built with the same ``kwargs`` at another of :data:`SCALES`, and of
+    the tensors only the other scales have: what a warm start from another scale's file cannot load."""
     moving: set[str] = set()
     keyword = scale_keyword(arch)
     for other in SCALES:
@@ -202,6 +203,7 @@ def scale_dependent_prefixes(arch: str, scale: int, kwargs: Mapping[str, Any],
             continue
         theirs = _shapes(other_net)
         moving |= {k for k, v in shapes.items() if theirs.get(k) != v}
+        moving |= {k for k in theirs if k not in shapes}  # a file of that scale has them (x4: 2 stages)
     return tuple(sorted({k.rsplit(".", 1)[0] + "." for k in moving}))
 
 

@@ -58,6 +58,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule.val_set_names, warm_start=ckpt_path is None)
     check_data(datamodule, cfg)  # before any logger starts: a data mistake leaves no W&B run or run folder
     check_memory(cfg, module.plain_net)  # a batch that cannot fit is refused before the loader makes it
+    finish_wandb()  # a W&B run left open in this process (an earlier job) would receive this run's logs
     trainer, loggers = build_trainer(cfg, output_dir)
     summary_without_flops(trainer)
     for lg in loggers:

@@ -7,8 +7,6 @@ file runs in onnxruntime, and the largest difference from the PyTorch network is
 from __future__ import annotations
 
 import copy
-import os
-import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pspl_lightning.atomic import atomic_path
 from pspl_lightning.errors import ConfigError, OutputExistsError, UserError
 from pspl_lightning.inference.loading import LoadedNetwork, load_network, network_name
 
@@ -61,13 +60,8 @@ def staged(out: Path) -> Iterator[Path]:
     """A temporary name next to ``out`` with the same suffix (readers pick the format by it); renamed over
     ``out`` when the block succeeds (its checks passed), removed otherwise: ``out`` is never a file that
     failed its check, and an existing ``out`` is untouched until the new one passed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{out.suffix}")
-    try:
+    with atomic_path(out, keep_suffix=True) as tmp:
         yield tmp
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def parse_size(size: str | Sequence[int] | None) -> tuple[int, int] | None:
