@@ -95,6 +95,10 @@ class _StopAtStepBoundaries:
 
         clear()  # the stop was honoured (or the run ended): a next run in this process starts without it
         self.__dict__.pop("_agreed", None)
+        if type(self.trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
+            # a ddp_spawn rank: the waiting process may still pass a late request on while this rank hands
+            # its results back; the default action would kill it there (a finished run reported as failed)
+            self._original_handlers = {}
         super().teardown()
 
     @property

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,13 @@ def train_cfg(tmp_path: Path, sample_root: Path) -> Callable[..., DictConfig]:
         return compose_config("train", [*base, f"data.root={sample_root}", *overrides], tmp_path)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _wandb_state_ends_with_the_test() -> Iterator[None]:
+    """W&B keeps process-wide state (its service and settings): a test whose run ended in an exception left
+    it such that the next test's offline run wrote no files. Each test starts from a torn-down W&B."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and hasattr(wandb, "teardown"):
+        wandb.teardown()
