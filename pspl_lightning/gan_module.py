@@ -223,13 +223,6 @@ class GANModule(SRModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         pass  # skipped batches are handled in _update
 
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
-        if len(batch) == 3:  # padding that evens out the ranks' validation shards: not scored
-            return
-        lr = self.to_float(batch[:1])[0]
-        sr = self.eval_net(lr)
-        self.val_metrics[self.val_set_names[dataloader_idx]].update(sr.float(), batch[1])
-
     def configure_optimizers(self) -> list[dict[str, Any]]:
         def one(params: list[nn.Parameter], opt_cfg: Any) -> dict[str, Any]:
             opt = instantiate(opt_cfg)(params)

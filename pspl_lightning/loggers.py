@@ -140,6 +140,7 @@ class WandbLogger(_LightningWandbLogger):
     # (``pspl_logged.json``), so a resumed run skips what W&B already holds: the same values, the resumed
     # run being bit-exact.
     _skip_through: tuple[int, frozenset[str]] | None = None
+    _last_sent: tuple[int | None, set[str]] = (None, set())  # what pspl_logged.json says, kept here too
 
     def _logged_file(self) -> Path:
         return Path(self.save_dir or ".") / "wandb" / "pspl_logged.json"
@@ -153,12 +154,12 @@ class WandbLogger(_LightningWandbLogger):
             self._skip_through = None
         super().log_metrics(metrics, step)
         if step is not None:
+            last_step, keys = self._last_sent
+            keys = (keys if last_step == step else set()) | set(metrics)
+            self._last_sent = (step, keys)
             path = self._logged_file()
-            previous = _read_json(path)
-            same_step = previous.get("step") == step
-            keys = sorted(set(metrics) | set(previous.get("keys", []) if same_step else []))
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"step": step, "keys": keys}))
+            path.write_text(json.dumps({"step": step, "keys": sorted(keys)}))
 
     @rank_zero_only
     def rewind(self, step: int) -> None:

@@ -167,7 +167,6 @@ def stop_at_step_boundaries(trainer: L.Trainer, before_stop: Callable[[], None] 
             stop_now(trainer, before_stop)
 
     epoch_loop._broadcast_sigterm_tensor = agree_at_step_start
-    connector.__dict__["_before_stop"] = before_stop
 
 
 def stop_now(trainer: L.Trainer, before_stop: Callable[[], None] | None) -> None:

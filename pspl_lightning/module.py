@@ -157,11 +157,16 @@ class SRModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self._drop_update = False
 
+    @property
+    def eval_net(self) -> nn.Module:
+        """The network validation scores (a subclass may score another one, e.g. an EMA copy)."""
+        return self.net
+
     def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         if len(batch) == 3:  # padding that evens out the ranks' validation shards: not scored
             return
         lr = self.to_float(batch[:1])[0]
-        sr = self.net(lr)
+        sr = self.eval_net(lr)
         # HR as stored (uint8): the metrics read it exactly, as pspl-eval does
         self.val_metrics[self.val_set_names[dataloader_idx]].update(sr.float(), batch[1])
 

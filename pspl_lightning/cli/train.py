@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import EXIT_SIGTERM, EXIT_USER_ERROR, one_line_failures, refuse_moved_keys
+from pspl_lightning.cli.failures import EXIT_SIGTERM, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import (
     adapt_to_launch,
@@ -96,24 +95,15 @@ def report(metrics_file: Path) -> dict[str, float]:
     return metrics
 
 
-def remove_unused_run_folder(folder: Path) -> None:
-    """A mistake leaves no run folder behind: remove this invocation's folder when it holds nothing but
-    Hydra's record of the command (``.hydra/``) and its log; a folder with anything else is kept."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra", "train.log"}:
-        shutil.rmtree(folder)
-
-
 def _after_failure(status: int) -> float | None:
     """In a sweep, one failed job must not end the others: NaN marks it failed; a stop request (SIGTERM)
-    to a sweep whose jobs run in this process ends the sweep after the job saved. Otherwise a mistake
-    leaves no run folder behind."""
+    to a sweep whose jobs run in this process ends the sweep after the job saved. (A mistake's run folder
+    is removed by the failure path itself, :func:`pspl_lightning.cli.failures.one_line_failures`.)"""
     if hydra_runtime()[0]:
         note_failure(status)  # the kind of failure, for the sweep's table
         if status == EXIT_SIGTERM and "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_")):
             sys.exit(status)  # jobs run one after another in this process: the stop ends the sweep
         return float("nan")
-    if status == EXIT_USER_ERROR:
-        remove_unused_run_folder(Path(HydraConfig.get().runtime.output_dir))
     return None
 
 
