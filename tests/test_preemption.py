@@ -111,7 +111,8 @@ def test_stop_requests_at_three_moments_save_on_every_rank_and_resume_exactly(
     assert _history(folder) == _history(straight)
 
 
-@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.slow), "ddp_spawn"])
+@pytest.mark.parametrize("strategy", [pytest.param("ddp", marks=pytest.mark.slow),
+                                      pytest.param("ddp_spawn", marks=pytest.mark.slow)])
 def test_a_sigterm_at_a_random_moment_ends_within_a_minute_and_resumes_exactly(
         straight: Path, sample_root: Path, tmp_path: Path, strategy: str) -> None:
     """The issue's reproduction: SIGTERM to rank 0 at a random moment after the first ``last.ckpt`` (under
@@ -159,3 +160,18 @@ def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: P
     job0 = tmp_path / "s" / "0" / "checkpoints" / "last.ckpt"
     assert torch.load(job0, map_location="cpu", weights_only=True)["global_step"] == 3
     assert not (tmp_path / "s" / "1").exists()
+
+
+def test_a_spawned_rank_ended_by_the_passed_on_stop_is_the_sigterm_stop() -> None:
+    """Under ddp_spawn a stop passed on just after a rank's run ended kills that rank with SIGTERM (its
+    last.ckpt saved): the command reports the SIGTERM stop (143), not a traceback."""
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    from pspl_lightning.cli.failures import expected_failure, failure_line
+
+    exc = ProcessExitedException("process 0 terminated with signal SIGTERM", error_index=0, error_pid=1,
+                                 exit_code=-15, signal_name="SIGTERM")
+    assert failure_line(expected_failure(exc))[1] == 143
+    other = ProcessExitedException("process 0 terminated with exit code 1", error_index=0, error_pid=1,
+                                   exit_code=1)
+    assert expected_failure(other) is None
