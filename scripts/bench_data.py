@@ -13,8 +13,10 @@ the DataLoader workers during training) are timed on their own.
 ``--scaling`` measures cost against the number of images: for each size, ``pspl-data prepare`` (decoded
 cache) and ``pspl-data optimize`` (litdata) seconds and bytes per image and peak RSS, then for each training
 loader (``div2k`` from the cache, ``stream`` from the chunks; 0 and ``--workers`` loader workers, each in a
-fresh process) its peak RSS, patches/s after warm-up and seconds to the first batch. It checks free disk
-first (800 images need about 20 GB at once) and deletes what it made. Its last line is one JSON object with
+fresh process) its peak memory, patches/s after the first batch and seconds to the first batch, once with the
+data in the page cache and once with its pages dropped first (``posix_fadvise``). The cache is deleted
+before the chunks are written, so each is measured alone. It checks free disk first (800 images need about
+13 GB at once) and deletes what it made. Its last line is one JSON object with
 ``scaling`` (per size) and ``ratios_largest_to_smallest``.
 
 ``--stream`` compares, in one process, HR-only patches (the degradation-on-device path) streamed from litdata
@@ -193,10 +195,29 @@ LOADERS = ("div2k_w0", "div2k_w2", "stream_w0", "stream_w2")
 
 
 def scaling_disk_need(images: int, size: tuple[int, int], scale: int, png_bytes: int) -> int:
-    """Bytes the largest size needs at once: its PNGs, the decoded cache (HR + MATLAB-bicubic LR arrays) and
-    the uint8 litdata chunks (one HR array per image)."""
+    """Bytes the largest size needs at once: its PNGs and the larger of the decoded cache (HR + MATLAB-bicubic
+    LR arrays) and the uint8 litdata chunks (one HR array per image); the two are never on disk together."""
     hr = size[0] * size[1] * 3
-    return images * (png_bytes + hr + hr // (scale * scale) + hr) + (1 << 30)
+    return images * (png_bytes + hr + hr // (scale * scale)) + (1 << 30)
+
+
+def page_cache(folder: Path, resident: bool) -> None:
+    """Read every file of ``folder`` into the page cache (``resident``: a machine whose memory holds the
+    set, after the first epoch), or write back and drop its pages (a set larger than memory: every patch
+    read comes from the disk)."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    if not resident:
+        os.sync()
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            if resident:
+                while os.read(fd, 1 << 24):
+                    pass
+            else:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def _tree(root: int) -> list[int]:
@@ -280,6 +301,27 @@ def train_child(loader: str, root: str, images: int, lit: str, workers: int, pat
     return {"first_step_s": round(first, 2), "patches_per_s": round(rate(loader_, seconds), 1)}
 
 
+def _measure_loaders(row: dict, loader: str, data: Path, cmd: list[str], workers: int, seconds: float,
+                     shape: list[str]) -> None:
+    """Into ``row``: for 0 and ``workers`` loader workers, each in a fresh process, peak memory, patches/s
+    and seconds to the first batch with ``data`` in the page cache, then patches/s and first batch with its
+    pages dropped."""
+    for w in (0, workers):
+        name = f"{loader}_w{2 if w else 0}"
+        for resident in (True, False):
+            page_cache(data, resident)
+            out, _, rss, anon = _rss_child([*cmd, str(w), *shape, "--seconds", str(seconds)])
+            child = json.loads(out.strip().splitlines()[-1])
+            if resident:
+                row["train_peak_rss_mb"][name] = round(rss, 1)
+                row["train_peak_anon_mb"][name] = round(anon, 1)
+                row["patches_per_s"][name] = child["patches_per_s"]
+                row["first_step_s"][name] = child["first_step_s"]
+            else:
+                row["patches_per_s_cold"][name] = child["patches_per_s"]
+                row["first_step_cold_s"][name] = child["first_step_s"]
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
@@ -319,34 +361,31 @@ def scaling(sizes: list[int], hw: tuple[int, int], patch: int, scale: int, batch
         cache, lit = work / "cache", work / f"lit_{n}"
         row: dict = {}
         out, wall, rss, anon = _rss_child([*cli, "prepare", "data=div2k", f"data.root={root}",
-                                     f"data.train_range=[1,{n}]", "data.val_range=[801,801]",
-                                     f"data.cache_dir={cache}", f"workers={workers}", "data.progress=false"])
+                                           f"data.train_range=[1,{n}]", "data.val_range=[801,801]",
+                                           f"data.scale={scale}", f"data.patch_size={patch}",
+                                           f"data.cache_dir={cache}", f"workers={workers}",
+                                           "data.progress=false"])
         seconds_in = float(out.rsplit("ready in ", 1)[1].split()[0])
         row.update(prepare_s_per_image=round(seconds_in / n, 4), prepare_wall_s=round(wall, 1),
                    prepare_peak_rss_mb=round(rss, 1), prepare_peak_anon_mb=round(anon, 1),
                    cache_bytes_per_image=round(_folder_bytes(cache) / (n + 1)))
+        for key in ("train_peak_rss_mb", "train_peak_anon_mb", "patches_per_s", "first_step_s",
+                    "patches_per_s_cold", "first_step_cold_s"):
+            row[key] = {}
+        train = [python, script, "--_train-child"]
+        _measure_loaders(row, "div2k", cache, [*train, "div2k", str(root), str(n), "-"], workers, seconds,
+                         [str(patch), str(scale), str(batch)])
+        shutil.rmtree(cache)  # (the chunks are written next: a user trains from one or the other)
         out, wall, rss, anon = _rss_child([*cli, "optimize", f"input={only}", f"output={lit}",
-                                           f"workers={workers}"])
+                                           f"workers={workers}", f"min_size={patch}"])
         seconds_in = float(out.rsplit(" in ", 1)[1].split()[0])
         row.update(optimize_s_per_image=round(seconds_in / n, 4), optimize_wall_s=round(wall, 1),
                    optimize_peak_rss_mb=round(rss, 1), optimize_peak_anon_mb=round(anon, 1),
                    stream_bytes_per_image=round(_folder_bytes(lit) / n))
-        for key in ("train_peak_rss_mb", "train_peak_anon_mb", "patches_per_s", "first_step_s"):
-            row[key] = {}
-        for name in LOADERS:
-            loader, w = name.split("_w")
-            w = workers if int(w) else 0
-            out, _, rss, anon = _rss_child([python, script, "--_train-child", loader, str(root), str(n),
-                                            str(lit), str(w), str(patch), str(scale), str(batch), "--seconds",
-                                            str(seconds)])
-            child = json.loads(out.strip().splitlines()[-1])
-            row["train_peak_rss_mb"][name] = round(rss, 1)
-            row["train_peak_anon_mb"][name] = round(anon, 1)
-            row["patches_per_s"][name] = child["patches_per_s"]
-            row["first_step_s"][name] = child["first_step_s"]
+        _measure_loaders(row, "stream", lit, [*train, "stream", str(root), str(n), str(lit)], workers,
+                         seconds, [str(patch), str(scale), str(batch)])
         results[str(n)] = row
         print(f"{n} images: {json.dumps(row)}", flush=True)
-        shutil.rmtree(cache)
         shutil.rmtree(lit)
         shutil.rmtree(only)
     return results
@@ -355,11 +394,15 @@ def scaling(sizes: list[int], hw: tuple[int, int], patch: int, scale: int, batch
 def scaling_ratios(results: dict[str, dict]) -> dict:
     """Largest size / smallest size of each per-image cost, rate, RSS and first-step time."""
     small, large = results[min(results, key=int)], results[max(results, key=int)]
-    ratios = {k: round(large[k] / small[k], 3) for k in ("prepare_s_per_image", "optimize_s_per_image")}
-    for key in ("patches_per_s", "train_peak_rss_mb", "train_peak_anon_mb", "first_step_s"):
-        if key not in small or key not in large:  # (anonymous memory: not in the first reports)
+    def ratio(big: float, little: float) -> float | None:
+        return round(big / little, 3) if little else None  # (None: too small to time)
+
+    ratios = {k: ratio(large[k], small[k]) for k in ("prepare_s_per_image", "optimize_s_per_image")}
+    for key in ("patches_per_s", "patches_per_s_cold", "train_peak_rss_mb", "train_peak_anon_mb",
+                "first_step_s", "first_step_cold_s"):
+        if key not in small or key not in large:  # (anonymous memory, cold pages: not in the first reports)
             continue
-        ratios[key] = {n: round(large[key][n] / small[key][n], 3) for n in small[key]}
+        ratios[key] = {n: ratio(large[key][n], small[key][n]) for n in small[key]}
     return ratios
 
 
@@ -373,15 +416,19 @@ def scaling_markdown(results: dict[str, dict]) -> str:
         lines.append(f"| {n} | {r['prepare_s_per_image']:.3f} | {r['optimize_s_per_image']:.3f} | "
                      f"{r['cache_bytes_per_image'] / 1e6:.2f} | {r['stream_bytes_per_image'] / 1e6:.2f} | "
                      f"{r['prepare_peak_rss_mb']:.0f} | {r['optimize_peak_rss_mb']:.0f} |")
-    lines += ["", "| images | " + " | ".join(f"{n} patches/s" for n in LOADERS) + " | "
-              + " | ".join(f"{n} peak MB" for n in LOADERS) + " | "
-              + " | ".join(f"{n} first batch s" for n in LOADERS) + " |",
-              "|---:|" + "---:|" * (3 * len(LOADERS))]
-    for n in sizes:
-        r = results[n]
-        lines.append(f"| {n} | " + " | ".join(f"{r['patches_per_s'][k]:,.0f}" for k in LOADERS) + " | "
-                     + " | ".join(f"{r['train_peak_rss_mb'][k]:.0f}" for k in LOADERS) + " | "
-                     + " | ".join(f"{r['first_step_s'][k]:.2f}" for k in LOADERS) + " |")
+    loaders = " | ".join(LOADERS)
+    for title, keys, fmt in (("patches/s, set in the page cache", ("patches_per_s",), "{:,.0f}"),
+                             ("patches/s, pages dropped first", ("patches_per_s_cold",), "{:,.0f}"),
+                             ("peak anonymous MB (peak MB with mapped pages)",
+                              ("train_peak_anon_mb", "train_peak_rss_mb"), "{:.0f}"),
+                             ("first batch s (pages dropped first)", ("first_step_s", "first_step_cold_s"),
+                              "{:.2f}")):
+        lines += ["", f"| images: {title} | {loaders} |", "|---:|" + "---:|" * len(LOADERS)]
+        for n in sizes:
+            r = results[n]
+            cells = [fmt.format(r[keys[0]][k]) + (f" ({fmt.format(r[keys[1]][k])})" if len(keys) > 1 else "")
+                     for k in LOADERS]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -400,9 +447,12 @@ def plot_scaling(results: dict[str, dict], path: Path) -> None:
         ax1.plot(x, [results[n][key] for n in sizes], "o-", label=label)
     ax1.set(xscale="log", xlabel="training images", ylabel="seconds per image", ylim=(0, None),
             title="preparing: cost per image")
-    for name in LOADERS:
-        ax2.plot(x, [results[n]["patches_per_s"][name] for n in sizes], "o-", label=name)
-    ax2.set(xscale="log", xlabel="training images", ylabel="patches / s", ylim=(0, None),
+    for i, name in enumerate(LOADERS):
+        ax2.plot(x, [results[n]["patches_per_s"][name] for n in sizes], "o-", color=f"C{i}", label=name)
+        if all("patches_per_s_cold" in results[n] for n in sizes):
+            ax2.plot(x, [results[n]["patches_per_s_cold"][name] for n in sizes], "x--", color=f"C{i}",
+                     label=f"{name}, pages dropped")
+    ax2.set(xscale="log", yscale="log", xlabel="training images", ylabel="patches / s",
             title="training loader: patches per second")
     for ax in (ax1, ax2):
         ax.minorticks_off()

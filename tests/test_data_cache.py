@@ -71,6 +71,9 @@ def test_damaged_entry_is_rebuilt(tmp_path: Path, damage: str) -> None:
     cache.ensure([item], progress=False)
     npy = cache.array_path(item)
     sidecar = npy.with_suffix(".json")
+    if damage.startswith("sidecar"):  # a cache written before index.json: the sidecar is all there is
+        (cache.cache_dir / cache_mod.INDEX).unlink()
+        cache = DecodedCache(cache.cache_dir)
     if damage == "truncate":
         npy.write_bytes(npy.read_bytes()[:-100])
     elif damage == "sidecar_shape":
@@ -85,6 +88,55 @@ def test_damaged_entry_is_rebuilt(tmp_path: Path, damage: str) -> None:
         cache.shape(item)
     assert cache.ensure([item], progress=False) == 1
     np.testing.assert_array_equal(np.load(npy), img)
+
+
+def test_index_replaces_the_per_entry_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache with index.json is checked without opening a sidecar or an array header; an array file that
+    changed after indexing is checked from its sidecar again, and a garbled index is no index."""
+    images = _images(tmp_path / "src", n=4)
+    cache = DecodedCache(tmp_path / "cache")
+    items = [CacheItem(p) for p, _ in images] + [CacheItem(p, 2) for p, _ in images]
+    cache.ensure(items, progress=False)
+    index = json.loads((cache.cache_dir / cache_mod.INDEX).read_text())
+    assert sorted(index["entries"]) == sorted(cache.array_path(it).name for it in items)
+    entry = index["entries"][cache.array_path(items[4]).name]
+    assert entry["shape"] == [20, 26, 3] and entry["variant"] == "matlab_bicubic_x2"
+    assert entry["array_size"] == cache.array_path(items[4]).stat().st_size
+
+    opened: list[str] = []
+    real_header = cache_mod._read_npy_header
+    monkeypatch.setattr(cache_mod, "_read_npy_header",
+                        lambda path: opened.append(path.name) or real_header(path))
+    fresh = DecodedCache(cache.cache_dir)
+    assert [fresh.cached_shape(it) for it in items] == [(40, 52, 3)] * 4 + [(20, 26, 3)] * 4
+    assert opened == []
+    assert fresh.ensure(items, progress=False) == 0
+
+    # an array rewritten behind the index's back (same bytes, new mtime) is checked from its sidecar
+    npy = cache.array_path(items[0])
+    os.utime(npy, ns=(npy.stat().st_atime_ns, npy.stat().st_mtime_ns + 10**9))
+    assert DecodedCache(cache.cache_dir).cached_shape(items[0]) == (40, 52, 3)
+    assert opened == [npy.name]
+    npy.write_bytes(npy.read_bytes()[:-10])  # and a truncated one is stale, index or not
+    assert DecodedCache(cache.cache_dir).cached_shape(items[0]) is None
+
+    (cache.cache_dir / cache_mod.INDEX).write_text("{not json")
+    assert DecodedCache(cache.cache_dir).cached_shape(items[1]) == (40, 52, 3)
+    rebuilt = DecodedCache(cache.cache_dir)
+    assert rebuilt.ensure(items, progress=False) == 1  # the truncated array; the index is written anew
+    assert len(json.loads((cache.cache_dir / cache_mod.INDEX).read_text())["entries"]) == len(items)
+
+
+def test_index_does_not_hide_a_changed_source(tmp_path: Path) -> None:
+    (path, _), *_ = _images(tmp_path / "src", n=1)
+    cache = DecodedCache(tmp_path / "cache")
+    cache.ensure([CacheItem(path)], progress=False)
+    write_png(path, np.zeros((44, 60, 3), np.uint8))
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    reopened = DecodedCache(cache.cache_dir)
+    assert reopened.cached_shape(CacheItem(path)) is None
+    assert reopened.ensure([CacheItem(path)], progress=False) == 1
+    assert DecodedCache(cache.cache_dir).shape(CacheItem(path)) == (44, 60, 3)
 
 
 def test_unreadable_source_names_the_file_and_leaves_no_entry(tmp_path: Path) -> None:
