@@ -1,8 +1,8 @@
 """The project's own error types: mistakes of the user's, each with a message that says what to change.
 
 The entry points print a :class:`UserError` as one line and exit with status 2 (a :class:`TrainingDiverged`
-with status 3); anything else is a bug and keeps its traceback. Each user error is a ``ValueError`` too, for
-callers that catch that.
+with status 3, an :class:`Interrupted` with 130); anything else is a bug and keeps its traceback. Each user
+error is a ``ValueError`` too, for callers that catch that.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class OutputExistsError(UserError, FileExistsError):
 
 class CheckpointError(UserError):
     """A checkpoint or weights file that cannot be used as asked; names the file and the mismatch."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C during preparation, which keeps what it finished; the message says how to continue (the
+    entry points print it and exit with status 130, the shell's for SIGINT)."""
 
 
 class TrainingDiverged(RuntimeError):

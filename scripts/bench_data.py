@@ -13,7 +13,8 @@ the DataLoader workers during training) are timed on their own.
 ``--scaling`` measures cost against the number of images: for each size, ``pspl-data prepare`` (decoded
 cache) and ``pspl-data optimize`` (litdata) seconds and bytes per image and peak RSS, then for each training
 loader (``div2k`` from the cache, ``stream`` from the chunks; 0 and ``--workers`` loader workers, each in a
-fresh process) its peak memory, patches/s after the first batch and seconds to the first batch, once with the
+fresh process) its peak memory, patches/s after the first batch (median of three windows of ``--seconds``)
+and seconds to the first batch, once with the
 data in the page cache and once with its pages dropped first (``posix_fadvise``). The cache is deleted
 before the chunks are written, so each is measured alone. It checks free disk first (800 images need about
 13 GB at once) and deletes what it made. Its last line is one JSON object with
@@ -279,7 +280,8 @@ def _rss_child(cmd: list[str]) -> tuple[str, float, float, float]:
 def train_child(loader: str, root: str, images: int, lit: str, workers: int, patch: int, scale: int,
                 batch: int, seconds: float) -> dict:
     """In a fresh process: a training DataModule (``div2k``: the decoded cache; ``stream``: litdata chunks),
-    seconds from its construction to the first batch, then patches/s after warm-up."""
+    seconds from its construction to the first batch, then patches/s after warm-up (the median of three
+    windows of ``seconds``)."""
     start = time.perf_counter()
     common = {"scale": scale, "patch_size": patch, "batch_size": batch, "repeat": 20, "num_workers": workers,
               "pin_memory": False, "progress": False, "persistent_workers": workers > 0}
@@ -298,7 +300,8 @@ def train_child(loader: str, root: str, images: int, lit: str, workers: int, pat
     loader_ = dm.train_dataloader()
     next(iter(loader_))
     first = time.perf_counter() - start
-    return {"first_step_s": round(first, 2), "patches_per_s": round(rate(loader_, seconds), 1)}
+    rates = sorted(rate(loader_, seconds) for _ in range(3))  # the median of three windows: one slow
+    return {"first_step_s": round(first, 2), "patches_per_s": round(rates[1], 1)}  # window is not the rate
 
 
 def _measure_loaders(row: dict, loader: str, data: Path, cmd: list[str], workers: int, seconds: float,

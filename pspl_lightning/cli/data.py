@@ -14,10 +14,13 @@
         ``degradation.*`` override works), the same image ``pspl-train``/``pspl-eval`` make for it; existing
         files are replaced only with ``overwrite=true``.
     pspl-data optimize input=HR_DIR output=OUT_DIR_OR_S3_URL [workers=N] [format=uint8|png] [min_size=96]
+                       [part_images=N]
         writes the HR images of HR_DIR and its subfolders (named by their path under it) into litdata
         chunks for ``data=stream data.input_dir=OUT``; undecodable images and those whose shorter side is
         below ``min_size`` are skipped (one line each and a count); two images of one name (``a.png``,
-        ``a.jpg``) and an existing, non-empty output are refused.
+        ``a.jpg``) and an existing, non-empty output are refused. A local output is recorded every
+        ``part_images`` images (default: max(500, images / 50)); an interrupted run is continued by the same
+        command.
 """
 
 from __future__ import annotations
@@ -129,12 +132,17 @@ def degrade(args: list[str]) -> list[Path]:
 
 
 OPTIMIZE_OPTIONS = {"input": None, "output": None, "workers": None, "format": "uint8", "chunk_bytes": "64MB",
-                    "min_size": None}
+                    "min_size": None, "part_images": None}
 
 
 def optimize(args: list[str]) -> None:
     """``input=`` HR folder -> ``output=`` litdata chunks (see :mod:`pspl_lightning.data.optimize`)."""
-    from pspl_lightning.data.optimize import DEFAULT_MIN_SIZE, check_chunk_bytes, optimize_folder
+    from pspl_lightning.data.optimize import (
+        DEFAULT_MIN_SIZE,
+        OptimizeInterrupted,
+        check_chunk_bytes,
+        optimize_folder,
+    )
 
     opts = dict(OPTIMIZE_OPTIONS)
     for arg in args:
@@ -153,8 +161,16 @@ def optimize(args: list[str]) -> None:
     if not min_size.isdigit() or int(min_size) < 1:
         raise ConfigError(f"min_size={min_size} is not allowed: expected an integer >= 1 (pixels of the "
                           f"shorter side; default {DEFAULT_MIN_SIZE}, the HR patch of the x2 configs)")
-    result = optimize_folder(opts["input"], opts["output"], int(workers) if workers else None, opts["format"],
-                             check_chunk_bytes(opts["chunk_bytes"]), min_size=int(min_size))
+    part = opts["part_images"]
+    if part is not None and (not part.isdigit() or int(part) < 1):
+        raise ConfigError(f"part_images={part} is not allowed: expected an integer >= 1 (images written "
+                          f"between two records of an interruptible run)")
+    try:
+        result = optimize_folder(opts["input"], opts["output"], int(workers) if workers else None,
+                                 opts["format"], check_chunk_bytes(opts["chunk_bytes"]),
+                                 min_size=int(min_size), part_images=int(part) if part else None)
+    except KeyboardInterrupt:  # before its own handling begins (while litdata and torch are imported)
+        raise OptimizeInterrupted("interrupted before writing began; run the same command again") from None
     for file, reason in result.skipped:  # the reason names the file already (the image reader's message)
         print(f"pspl-data: skipped {reason if reason.startswith(file) else f'{file}: {reason}'}",
               file=sys.stderr)
@@ -192,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                        "data.scale=<s> [seed=<n>] [device=cpu] [overwrite=false] [degradation.*=...]")
     p_opt = sub.add_parser("optimize", help="write a folder of HR images into litdata chunks (data=stream)")
     p_opt.add_argument("args", nargs="*", help="input=<dir> output=<dir or s3://...> [workers=N] "
-                       "[format=uint8|png] [chunk_bytes=64MB] [min_size=96]")
+                       "[format=uint8|png] [chunk_bytes=64MB] [min_size=96] [part_images=N]")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

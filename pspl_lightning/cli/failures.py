@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pspl_lightning import errors
-from pspl_lightning.errors import ConfigError, TrainingDiverged, UserError
+from pspl_lightning.errors import ConfigError, Interrupted, TrainingDiverged, UserError
 
 log = logging.getLogger("pspl_lightning")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # the last line of a spawned rank's traceback: "pspl_lightning.errors.DataError: <message>"
 _RANK_ERROR = re.compile(r"^pspl_lightning\.[\w.]+\.(\w+): (.+)$", re.MULTILINE)
-EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_SIGTERM = 2, 3, 143
+EXIT_USER_ERROR, EXIT_DIVERGED, EXIT_SIGTERM, EXIT_INTERRUPTED = 2, 3, 143, 130
 # config keys that moved: old key -> what to write instead (Hydra alone would say the old key is unknown)
 MOVED_KEYS = {"model.init_from": "init_from=<file>"}
 # what a run folder holds before it holds anything of the user's (a logger's hparams.yaml: the config again)
@@ -81,6 +81,8 @@ def failure_line(err: BaseException) -> tuple[str, int]:
     if type(err).__name__ == "SIGTERMException":
         return ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true",
                 EXIT_SIGTERM)
+    if isinstance(err, Interrupted):
+        return str(err), EXIT_INTERRUPTED
     prefix = "Invalid configuration: " if isinstance(err, ConfigError) else ""
     return prefix + " ".join(str(err).split("\n")), EXIT_USER_ERROR
 
