@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from pspl_lightning.callbacks.guards import refuse_nonfinite_checkpoint
+from pspl_lightning.callbacks.guards import kept_checkpoint, refuse_nonfinite_checkpoint
 from pspl_lightning.callbacks.pace import Pace
 from pspl_lightning.errors import ConfigError, TrainingDiverged
 from pspl_lightning.fast_paths import prepare_network
@@ -135,10 +135,9 @@ class SRModule(L.LightningModule):
         if self.on_nonfinite == "skip":
             log.warning("%s: batch skipped (on_nonfinite=skip)", message)
             return
-        raise TrainingDiverged(
-            f"{message}; stopped, the last good checkpoint is kept in the run's checkpoints/ folder "
-            f"(on_nonfinite=skip skips such batches instead)"
-        )
+        kept = kept_checkpoint(self._trainer)
+        keeps = f"the last good checkpoint is kept: {kept}" if kept else "no checkpoint was written yet"
+        raise TrainingDiverged(f"{message}; stopped, {keeps} (on_nonfinite=skip skips such batches instead)")
 
     def _skipped_batch(self) -> dict[str, Tensor]:
         """What a skipped batch returns: a loss whose gradient is exactly zero and reaches every trainable

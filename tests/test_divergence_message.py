@@ -50,3 +50,17 @@ def test_a_run_that_diverges_before_its_first_checkpoint_says_none_was_written(s
                                                r"written yet \(lower optimizer.lr"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
+
+
+def test_a_nan_loss_before_the_first_checkpoint_says_none_was_written(sample_root: Path,
+                                                                      tmp_path: Path) -> None:
+    """The loss's message says what the weight's says (it used to point at a checkpoints/ folder that did
+    not exist yet)."""
+    cfg = compose_config("train", [*TINY, f"data.root={sample_root}", "loss=l1",
+                                   "loss._target_=tests.helpers.probes.NaNOnCall", "+loss.bad_call=1",
+                                   "trainer.val_check_interval=100"], tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"^non-finite training loss nan at step \d+; stopped, no "
+                                               r"checkpoint was written yet \(on_nonfinite=skip skips such "
+                                               r"batches instead\)$"):
+        train(cfg)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))

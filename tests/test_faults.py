@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,9 +80,12 @@ def test_resume_reproduces_the_uninterrupted_run(sample_root: Path, tmp_path: Pa
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(sample_root: Path, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, sample_root, "loss=l1", "loss._target_=tests.helpers.probes.NaNOnCall",
                "+loss.bad_call=3", "schedule.checkpoint_every_n_steps=1", "trainer.max_steps=6")
-    with pytest.raises(TrainingDiverged, match=r"non-finite training loss nan at step 3"):
-        train(cfg)
     ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(TrainingDiverged, match=rf"^non-finite training loss nan at step 3; stopped, the last "
+                                               rf"good checkpoint is kept: {re.escape(str(ckpt.parent))}"
+                                               rf"/\S+\.ckpt \(on_nonf") as exc:
+        train(cfg)
+    assert Path(str(exc.value).split("kept: ")[1].split(" (")[0]).is_file()  # the newest of the run's
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in _net_weights(ckpt).values())

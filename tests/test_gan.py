@@ -127,6 +127,12 @@ def test_gan_run_logs_paces_by_generator_steps_and_resumes_bit_exactly(sample_ro
     exported = torch.load(tmp_path / "gan.pth", weights_only=True)["state_dict"]
     assert tensor_dicts_equal({k: v.float() for k, v in exported.items()}, ema.net.state_dict())
 
+    # in Python, the module comes back from its checkpoint alone: all three networks, the EMA for evaluation
+    module = GANModule.load_from_checkpoint(last, map_location="cpu")
+    restored = module.state_dict()
+    assert tensor_dicts_equal({k: restored[k] for k in state}, state)
+    assert module.eval_net is module.net_ema
+
 
 def test_ema_is_basicsrs_arithmetic() -> None:
     net = nn.Linear(2, 2)
