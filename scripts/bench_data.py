@@ -207,8 +207,7 @@ def page_cache(folder: Path, resident: bool) -> None:
     set, after the first epoch), or write back and drop its pages (a set larger than memory: every patch
     read comes from the disk)."""
     files = [f for f in folder.rglob("*") if f.is_file()]
-    if not resident:
-        os.sync()
+    os.sync()  # what was just written goes to the disk now, not while a loader is measured
     for f in files:
         fd = os.open(f, os.O_RDONLY)
         try:

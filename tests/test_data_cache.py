@@ -183,3 +183,27 @@ def test_hr_is_cropped_to_scale_times_lr(tmp_path: Path) -> None:
     lr, hr = pairs[0]
     assert lr.shape == (13, 18, 3) and hr.shape == (39, 54, 3)
     np.testing.assert_array_equal(hr, img[:39, :54])
+
+
+def test_a_start_checks_each_entry_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare_data checks (and builds) every entry; setup, next in the same process, takes the shapes it
+    found instead of checking every file again (an 800-image start stats 4,800 files fewer)."""
+    from pspl_lightning.data import FolderDataModule
+
+    _images(tmp_path / "HR", n=4, shape=(40, 52))
+    _images(tmp_path / "val", n=1, shape=(40, 52))
+    dm = FolderDataModule(root=str(tmp_path), hr_dir="HR", val_hr_dir="val",
+                          cache_dir=str(tmp_path / "cache"), patch_size=16, progress=False)
+    checked: list[CacheItem] = []
+    real = DecodedCache._check
+    monkeypatch.setattr(DecodedCache, "_check", lambda self, item: checked.append(item) or real(self, item))
+    dm.prepare_data()
+    assert len(checked) == 2 * 5 * 2  # HR and LR of 5 images: before building, and after (into the index)
+    checked.clear()
+    dm.setup("fit")
+    assert checked == []
+    assert [(lr.shape, hr.shape) for lr, hr in dm.train_pairs] == [((20, 26, 3), (40, 52, 3))] * 4
+    fresh = FolderDataModule(root=str(tmp_path), hr_dir="HR", val_hr_dir="val",
+                             cache_dir=str(tmp_path / "cache"), patch_size=16, progress=False)
+    fresh.setup("fit")  # a rank that did not prepare checks for itself, once
+    assert len(checked) == 2 * 5

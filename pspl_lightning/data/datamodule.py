@@ -93,6 +93,7 @@ class PairedSRDataModule(L.LightningDataModule):
         self.repeat, self.augment, self.num_workers = repeat, augment, num_workers
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.cache = DecodedCache(cache_dir) if cache_dir else None
+        self._ensured = False  # prepare_data checked (and built) every entry in this process
         self.cache_workers, self.progress = cache_workers, progress
         self.val_sets, self.benchmark_root = names, benchmark_root
         self.seed = int(seed)
@@ -138,6 +139,7 @@ class PairedSRDataModule(L.LightningDataModule):
             hr_only = self.lr_on_device
             items = [CacheItem(hr) for _, hr in files] if hr_only else cache_items(files, self.scale)
             self.cache.ensure(items, workers=self.cache_workers, progress=self.progress)
+            self._ensured = True  # setup, next in this process, need not check every entry again
 
     def _pairs(self, files: list[PathPair], min_lr_size: int = 0) -> Sequence[ImagePair]:
         if self.lr_on_device:  # HR only, cropped to a multiple of the scale; at least one patch for training
@@ -145,10 +147,11 @@ class PairedSRDataModule(L.LightningDataModule):
             if self.cache is None:
                 return load_hr_images(hr_files, self.scale, min_hr)  # type: ignore[return-value]
             return mapped_hr_images(hr_files, self.scale, self.cache, min_hr,  # type: ignore[return-value]
-                                    self.cache_workers, self.progress)
+                                    self.cache_workers, self.progress, self._ensured)
         if self.cache is None:
             return load_pairs(files, self.scale, min_lr_size)
-        return mapped_pairs(files, self.scale, self.cache, min_lr_size, self.cache_workers, self.progress)
+        return mapped_pairs(files, self.scale, self.cache, min_lr_size, self.cache_workers, self.progress,
+                            self._ensured)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and not self.train_pairs:

@@ -42,11 +42,13 @@ def load_hr_images(paths: Sequence[Path], scale: int, min_size: int = 0) -> list
 
 
 def mapped_hr_images(paths: Sequence[Path], scale: int, cache: DecodedCache, min_size: int = 0,
-                     workers: int | None = None, progress: bool = True) -> MappedImages:
-    """Memory-mapped HR images from ``cache`` (built first where missing or stale), checked from the array
-    headers alone."""
+                     workers: int | None = None, progress: bool = True,
+                     ensured: bool = False) -> MappedImages:
+    """Memory-mapped HR images from ``cache`` (built first where missing or stale, unless ``ensured`` by
+    this cache object just before), checked from the array headers alone."""
     items = [CacheItem(Path(p)) for p in paths]
-    cache.ensure(items, workers=workers, progress=progress)
+    if not ensured:
+        cache.ensure(items, workers=workers, progress=progress)
     entries = skip_too_small(items, lambda it: (cache.array_path(it), modcropped_size(
         cache.shape(it), scale, it.source, min_size)), f"the HR patch of {min_size} pixels")
     return MappedImages(entries)

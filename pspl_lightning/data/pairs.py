@@ -104,11 +104,12 @@ def cache_items(paths: Sequence[PathPair], scale: int) -> list[CacheItem]:
 
 
 def mapped_pairs(paths: Sequence[PathPair], scale: int, cache: DecodedCache, min_lr_size: int = 0,
-                 workers: int | None = None, progress: bool = True) -> MappedPairs:
-    """Memory-mapped aligned pairs from ``cache`` (built first where missing or stale), checked like
-    :func:`load_pairs` from the array headers alone."""
+                 workers: int | None = None, progress: bool = True, ensured: bool = False) -> MappedPairs:
+    """Memory-mapped aligned pairs from ``cache`` (built first where missing or stale, unless ``ensured``
+    by this cache object just before), checked like :func:`load_pairs` from the array headers alone."""
     items = cache_items(paths, scale)
-    cache.ensure(items, workers=workers, progress=progress)
+    if not ensured:
+        cache.ensure(items, workers=workers, progress=progress)
 
     def entry(i: int) -> tuple[Path, Path, tuple[int, int]]:
         (lr_path, hr_path), hr_item, lr_item = paths[i], items[2 * i], items[2 * i + 1]
