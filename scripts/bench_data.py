@@ -443,7 +443,7 @@ def plot_scaling(results: dict[str, dict], path: Path) -> None:
 
     sizes = sorted(results, key=int)
     x = [int(n) for n in sizes]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4.2))
     for key, label in (("prepare_s_per_image", "pspl-data prepare"), ("optimize_s_per_image",
                                                                         "pspl-data optimize")):
         ax1.plot(x, [results[n][key] for n in sizes], "o-", label=label)
@@ -459,7 +459,8 @@ def plot_scaling(results: dict[str, dict], path: Path) -> None:
     for ax in (ax1, ax2):
         ax.minorticks_off()
         ax.set_xticks(x, [str(v) for v in x])
-        ax.legend(fontsize=8)
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=7, loc="lower left", ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
