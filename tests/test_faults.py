@@ -200,7 +200,7 @@ def test_the_skip_message_names_the_rank_whose_loss_was_non_finite(caplog: pytes
         "non-finite training loss on another rank at step 7: batch skipped (on_nonfinite=skip)",
         "non-finite training loss inf at step 7: batch skipped (on_nonfinite=skip)"]
     with pytest.raises(TrainingDiverged, match=r"^non-finite training loss on another rank at step 7; stop"):
-        SRModule._non_finite(SimpleNamespace(on_nonfinite="stop", global_step=7), None)
+        SRModule._non_finite(SimpleNamespace(on_nonfinite="stop", global_step=7, _trainer=None), None)
 
 
 def _wait_for(path: Path, lines: int, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
