@@ -4,6 +4,7 @@ each once; another command into that folder is refused in one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -135,8 +136,9 @@ def test_another_command_into_an_unfinished_folder_is_one_line(hr: Path, tmp_pat
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     out.mkdir()
+    names = sorted(f"{i % 2:04d}/{i:04d}.png" for i in range(IMAGES))
     settings = {"input": str(hr.resolve()), "images": IMAGES, "format": "uint8", "chunk_bytes": "64MB",
-                "min_size": 32}
+                "min_size": 32, "files": hashlib.sha1("\n".join(names).encode()).hexdigest()[:16]}
     (out / STATE).write_text(json.dumps({"settings": settings, "done": 0, "rows": [], "index": None}))
     before = sorted(p.name for p in out.iterdir())
     with pytest.raises(SystemExit) as exc:
@@ -146,6 +148,12 @@ def test_another_command_into_an_unfinished_folder_is_one_line(hr: Path, tmp_pat
         f"output={out} holds an unfinished optimize with format=uint8 (now png): run that command again to "
         f"finish it, or choose a new folder")
     assert sorted(p.name for p in out.iterdir()) == before
+    # the same settings over another list of images (one renamed since): refused too
+    settings["files"] = hashlib.sha1(b"other").hexdigest()[:16]
+    (out / STATE).write_text(json.dumps({"settings": settings, "done": 0, "rows": [], "index": None}))
+    with pytest.raises(SystemExit):
+        data_main(["optimize", f"input={hr}", f"output={out}", "min_size=32"])
+    assert "holds an unfinished optimize with other image files: run" in capsys.readouterr().err
 
 
 def _command(hr: Path, out: Path) -> list[str]:

@@ -18,6 +18,7 @@ image not recorded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -241,7 +242,8 @@ def _resume_state(out: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
         raise DataError(f"output={out}: its record of an unfinished optimize ({state_file}) is unreadable "
                         f"({exc!r}); delete the folder and run again") from None
     if recorded != settings:
-        differ = ", ".join(f"{k}={recorded[k]} (now {v})" for k, v in settings.items() if recorded[k] != v)
+        differ = ", ".join("other image files" if k == "files" else f"{k}={recorded[k]} (now {v})"
+                           for k, v in settings.items() if recorded[k] != v)
         raise OutputExistsError(f"output={out} holds an unfinished optimize with {differ}: run that command "
                                 f"again to finish it, or choose a new folder")
     # the part that was under way is undone: its chunks, and its entries if litdata merged them already
@@ -292,8 +294,9 @@ def optimize_folder(input_dir: str | Path, output: str, workers: int | None = No
         raise ConfigError(f"workers={workers} is not allowed: expected an integer >= 1")
     workers = max(1, min(os.cpu_count() or 1, len(files))) if workers is None else workers
     local = None if is_remote(output) else Path(output).expanduser()
+    listing = hashlib.sha1("\n".join(f.relative_to(input_dir).as_posix() for f in files).encode())
     settings = {"input": str(input_dir.resolve()), "images": len(files), "format": fmt,
-                "chunk_bytes": chunk_bytes, "min_size": min_size}
+                "chunk_bytes": chunk_bytes, "min_size": min_size, "files": listing.hexdigest()[:16]}
     if local is None:
         check_reachable(output, "output")
         state = None
