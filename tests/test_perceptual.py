@@ -9,20 +9,30 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.models import vgg19
 
 from pspl_lightning.errors import ConfigError
-from pspl_lightning.losses.perceptual import PerceptualLoss, vgg19_conv_indices
+from pspl_lightning.losses.perceptual import PerceptualLoss, vgg19_conv_indices, vgg19_features
 from pspl_lightning.vgg_weights import VGG19_FILE, resolve_vgg19_weights
 
 LAYERS = {2: 0.1, 7: 0.1, 16: 1.0, 25: 1.0, 34: 1.0}  # conv1_2, conv2_2, conv3_4, conv4_4, conv5_4
 
 
+def _torchvision_models():
+    """torchvision.models, the independent reference; skipped where torchvision does not import (the oldest
+    stack's torch 2.13 CPU build fails on its compiled operators with a RuntimeError, not an ImportError)."""
+    try:
+        import torchvision.models
+    except (ImportError, RuntimeError) as exc:
+        pytest.skip(f"torchvision does not import here ({type(exc).__name__})")
+    return torchvision.models
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     """torchvision's VGG19 with random weights, and its state dict (features part) saved to a file."""
+    models = _torchvision_models()
     torch.manual_seed(0)
-    net = vgg19(weights=None).eval()
+    net = models.vgg19(weights=None).eval()
     path = tmp_path_factory.mktemp("vgg") / "vgg19_random.pth"
     torch.save({f"features.{k}": v for k, v in net.features.state_dict().items()}, path)
     return net, path
@@ -113,3 +123,18 @@ def test_mse_criterion(reference: tuple[torch.nn.Module, Path]) -> None:
     with torch.no_grad():
         f = [net.features[:3]((x - mean) / std) for x in (sr, hr)]
         torch.testing.assert_close(loss(sr, hr), F.mse_loss(f[0], f[1]), rtol=1e-5, atol=0)
+
+
+def test_vgg19_features_are_torchvisions_layer_for_layer() -> None:
+    """The hand-built VGG19 (no torchvision needed) has torchvision's layers, names and shapes, so its
+    ImageNet state dict loads; with the same weights both give the same features."""
+    tv = _torchvision_models().vgg
+    ours, theirs = vgg19_features(), tv.make_layers(tv.cfgs["E"], batch_norm=False)
+    assert [type(m) for m in ours] == [type(m) for m in theirs]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.state_dict().items()}
+    assert [(m.kernel_size, m.padding, m.stride) for m in ours if isinstance(m, torch.nn.Conv2d)] == [
+        (m.kernel_size, m.padding, m.stride) for m in theirs if isinstance(m, torch.nn.Conv2d)]
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), rtol=0, atol=0)

@@ -1,5 +1,5 @@
 """The perceptual loss of ESRGAN / Real-ESRGAN: weighted distances between VGG19 features (before the ReLU)
-of the SR and HR images, on ImageNet-normalised input (pure PyTorch + torchvision)."""
+of the SR and HR images, on ImageNet-normalised input (pure PyTorch)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,19 @@ def vgg19_conv_indices() -> dict[str, int]:
 
 
 def vgg19_features() -> nn.Sequential:
-    """``torchvision.models.vgg19(weights=None).features``, built without the classifier (120M weights)."""
-    from torchvision.models.vgg import cfgs, make_layers
+    """``torchvision.models.vgg19(weights=None).features``, built without the classifier (120M weights).
 
-    return make_layers(cfgs["E"], batch_norm=False)
+    Hand-written in torchvision's layer order (so its state dicts load): torchvision is an optional extra
+    (``zoo``), and on the oldest supported stack (torch 2.13 CPU) it does not import at all."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for block, convs in enumerate(_VGG19_BLOCKS):
+        width = 64 * 2 ** min(block, 3)  # 64, 128, 256, 512, 512
+        for _ in range(convs):
+            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*layers)
 
 
 def load_vgg19_features(path: str | Path, last_index: int) -> nn.Sequential:
