@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ def test_lpips_without_its_weights_says_so_in_one_line(setup: tuple[Path, Path],
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     missing = lpips_weights_missing("alex")
     assert missing is not None and "\n" not in missing
-    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in missing
+    assert (str(tmp_path / "torch" / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth") in missing
+            or "it needs torchvision, which does not import here" in missing)  # (the oldest stack)
     with caplog.at_level(logging.WARNING, logger="pspl_lightning"):
         summary = eval_cli.evaluate(_cfg(tmp_path, *setup), console=Console(file=None, quiet=True))
     assert [s.images for s in summary] == [2]  # PSNR/SSIM as usual
@@ -55,6 +57,13 @@ def test_lpips_without_its_weights_says_so_in_one_line(setup: tuple[Path, Path],
     assert "lpips" not in json.loads((tmp_path / "run" / "results.json").read_text())
     with pytest.raises(ConfigError, match="metrics.lpips_net='resnet'"):
         lpips_weights_missing("resnet")
+
+
+def test_lpips_without_torchvision_says_so_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # what an install without the zoo extra has
+    assert lpips_weights_missing("vgg") == (
+        "metrics.lpips=true: LPIPS skipped, it needs torchvision, which does not import here "
+        "(ModuleNotFoundError; pip install 'pspl-lightning[zoo]'); PSNR/SSIM as usual")
 
 
 def test_lpips_scores_each_image_on_the_8_bit_sr(setup: tuple[Path, Path], tmp_path: Path,

@@ -28,6 +28,11 @@ def lpips_weights_missing(net: str) -> str | None:
     """None when LPIPS(``net``) can be built without a download, else the one line that says why not."""
     if net not in BACKBONE_FILES:
         raise ConfigError(f"metrics.lpips_net={net!r} is not allowed: expected one of {list(BACKBONE_FILES)}")
+    try:  # torchmetrics builds the backbone with torchvision, an optional extra
+        import torchvision  # noqa: F401
+    except (ImportError, RuntimeError) as exc:  # (beside torch 2.13 CPU it fails on its operators)
+        return (f"metrics.lpips=true: LPIPS skipped, it needs torchvision, which does not import here "
+                f"({type(exc).__name__}; pip install 'pspl-lightning[zoo]'); PSNR/SSIM as usual")
     path = hub_dir() / "checkpoints" / BACKBONE_FILES[net]
     if path.is_file():
         return None
