@@ -6,6 +6,7 @@ breaks here alone, and tests/test_logged_steps.py, test_resume.py and test_fault
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,14 +92,16 @@ class _StopAtStepBoundaries:
         hold_stop_requests()
 
     def teardown(self) -> None:
-        from pspl_lightning.launch.stop_requests import clear
+        from pspl_lightning.launch.stop_requests import clear, stop_signals
 
         clear()  # the stop was honoured (or the run ended): a next run in this process starts without it
         self.__dict__.pop("_agreed", None)
-        if type(self.trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
-            # a ddp_spawn rank: the waiting process may still pass a late request on while this rank hands
-            # its results back; the default action would kill it there (a finished run reported as failed)
-            self._original_handlers = {}
+        if type(self.trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":  # (run in ranks only)
+            # a ddp_spawn rank whose run is over: a late request (passed on by the waiting process, or sent
+            # to every process of the job) has nothing left to stop. Ignored, not recorded: Python puts its
+            # own handlers back to the default action when it exits, and a SIGTERM there killed the rank
+            # while it handed its results back (a finished run reported as stopped); SIG_IGN stays.
+            self._original_handlers = dict.fromkeys(stop_signals(), signal.SIG_IGN)
         super().teardown()
 
     @property

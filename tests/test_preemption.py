@@ -5,6 +5,7 @@ one bit for bit, weights and logged history alike."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import random
 import signal
@@ -160,6 +161,21 @@ def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: P
     job0 = tmp_path / "s" / "0" / "checkpoints" / "last.ckpt"
     assert torch.load(job0, map_location="cpu", weights_only=True)["global_step"] == 3
     assert not (tmp_path / "s" / "1").exists()
+
+
+def test_a_stop_request_after_a_spawned_ranks_run_is_ignored(sample_root: Path, tmp_path: Path) -> None:
+    """Under ddp_spawn, a SIGTERM that reaches the ranks after their run ended has nothing left to stop: the
+    ranks ignore it (SIG_IGN, which Python keeps while it exits, unlike its own handlers, which it puts
+    back to the default action: a signal there killed a rank that was handing its results back) and the
+    command ends as the finished run it is."""
+    folder = tmp_path / "run"
+    status, out = _finish(_start(folder, sample_root, signal_spec=f"end:{STEPS}:all",
+                                 extra=("trainer.strategy=ddp_spawn",)))
+    assert status == 0, out[-3000:]
+    assert "Stopped by SIGTERM" not in out and "Traceback" not in out
+    for rank in (0, 1):
+        assert (folder / f"signalled_end_{STEPS}_all_{rank}").read_text() == "<Handlers.SIG_IGN: 1>"
+    assert json.loads((folder / "metrics.json").read_text())["global_step"] == STEPS
 
 
 def test_a_spawned_rank_ended_by_the_passed_on_stop_is_the_sigterm_stop() -> None:

@@ -120,9 +120,10 @@ class SignalAt(Callback):
     """Sends a stop signal to this rank's own process at a chosen moment, read from the environment so
     that every run of a resumed chain carries the same config:
     ``PSPL_TEST_SIGNAL=<where>:<step>:<rank>[,...]`` with ``where`` one of ``save`` (inside a checkpoint
-    save), ``val`` (before a validation batch) and ``step`` (before a training batch), and ``rank`` a global
-    rank or ``all``; ``PSPL_TEST_SIGNUM`` picks the signal (default SIGTERM). Each once per folder: a marker
-    file keeps a resumed run from repeating it."""
+    save), ``val`` (before a validation batch), ``step`` (before a training batch) and ``end`` (in
+    ``on_fit_end``, the trainer torn down), and ``rank`` a global rank or ``all``; ``PSPL_TEST_SIGNUM``
+    picks the signal (default SIGTERM). Each once per folder: a marker file (holding the SIGTERM handler
+    the signal met) keeps a resumed run from repeating it."""
 
     def _maybe_signal(self, trainer: L.Trainer, where: str) -> None:
         import os
@@ -134,12 +135,15 @@ class SignalAt(Callback):
             marker = Path(trainer.default_root_dir) / name
             if (at == where and int(step) == trainer.global_step and rank in ("all", str(trainer.global_rank))
                     and not marker.exists()):
-                marker.touch()
+                marker.write_text(repr(signal.getsignal(signal.SIGTERM)))  # (what the signal meets)
                 os.kill(os.getpid(), int(os.environ.get("PSPL_TEST_SIGNUM", signal.SIGTERM)))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         self._maybe_signal(trainer, "save")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_signal(trainer, "end")
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
