@@ -181,8 +181,11 @@ class DecodedCache:
         meta_path = npy.with_suffix(".json")
         meta_path.unlink(missing_ok=True)  # an entry without sidecar is stale until both are written
         _atomic_write(npy, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
-        meta = json.dumps(self._meta(item, arr.shape)).encode()
-        _atomic_write(meta_path, lambda f: f.write(meta))
+        meta = self._meta(item, arr.shape)
+        _atomic_write(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+        array = npy.stat()  # into the index as written (the building threads: one key each)
+        self._learned[npy.name] = {**meta, "array_size": array.st_size, "array_mtime_ns": array.st_mtime_ns}
+        self._fresh[item] = arr.shape
 
     def _build_source(self, source: Path, items: list[CacheItem]) -> None:
         """Decode ``source`` once and write every stale variant of it."""
@@ -228,9 +231,6 @@ class DecodedCache:
                                        f"the other {len(stale) - done}") from None
             raise
         pool.shutdown()
-        for built in stale.values():
-            for item in built:
-                self.cached_shape(item)  # (into the index)
         self._write_index()
         return n_built
 

@@ -334,8 +334,7 @@ def optimize_folder(input_dir: str | Path, output: str, workers: int | None = No
                     litdata.optimize(fn=_Encoder(fmt, report_dir, str(input_dir), min_size), inputs=inputs,
                                      output_dir=str(local or output), chunk_bytes=chunk_bytes,
                                      num_workers=min(workers, len(inputs)), verbose=False,
-                                     reorder_files=False, mode="append" if local is not None
-                                     and (local / "index.json").exists() else None)
+                                     reorder_files=False, mode="append" if done[0] else None)
                 reports = list(Path(report_dir).iterdir())
                 rows += [json.loads(r.read_text()) for r in reports]
                 for r in reports:
@@ -346,14 +345,14 @@ def optimize_folder(input_dir: str | Path, output: str, workers: int | None = No
         except BaseException as exc:
             if local is not None and local.is_dir() and not done[0]:
                 shutil.rmtree(local)  # a torn output of ours, never a user's (it was checked empty)
-            if isinstance(exc, KeyboardInterrupt) and local is not None and local.is_dir():
+            if not isinstance(exc, KeyboardInterrupt):
+                raise
+            if local is not None and local.is_dir():
                 raise OptimizeInterrupted(
                     f"interrupted after {done[0]} of {len(files)} images; {local} keeps them: run the same "
                     f"command again to write the other {len(files) - done[0]}") from None
-            if isinstance(exc, KeyboardInterrupt):
-                raise OptimizeInterrupted(f"interrupted before the first part of {min(part, len(files))} "
-                                          f"images was written; nothing was kept") from None
-            raise
+            raise OptimizeInterrupted(f"interrupted before the first part of {min(part, len(files))} images "
+                                      f"was written; nothing was kept") from None
         finally:  # litdata sets the process-wide start method to spawn: DataLoader workers made later in
             # this process would start as slow spawned interpreters
             multiprocessing.set_start_method(start_method, force=True)
