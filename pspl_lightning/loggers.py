@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,12 @@ class TensorBoardLogger(_LightningTensorBoardLogger):
     ``purge_step``: readers drop the earlier events at that step and after)."""
 
     _written_below = 0
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None and rank_zero_only.rank == 0:
+            _after_existing_events(Path(self.log_dir))
+        return super().experiment
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -176,6 +183,32 @@ class WandbLogger(_LightningWandbLogger):
             log.info("W&B run saved offline in %s; upload it with: wandb sync %s", run.settings.sync_dir,
                      run.settings.sync_dir)
         return run
+
+
+def _after_existing_events(folder: Path, patience_s: float = 2.0) -> None:
+    """Waits, if needed, until a new event file in ``folder`` sorts after the ones there: TensorBoard reads a
+    folder's files in name order, and the name starts with the second it was made, so a run resumed in the
+    same second as the killed run's file was made had its events read first (its purge undone). A clock
+    more than ``patience_s`` behind the files' is reported instead of waited out."""
+    stamps = [int(name.split(".")[3]) for name in _event_files(folder)]
+    if not stamps:
+        return
+    wait = max(stamps) + 1 - time.time()
+    if wait > patience_s:
+        log.warning("%s holds TensorBoard events dated %.0f s ahead of this machine's clock; TensorBoard may "
+                    "show this run's steps before theirs", folder, wait)
+    elif wait > 0:
+        time.sleep(wait)
+
+
+def _event_files(folder: Path) -> list[str]:
+    """Names of the TensorBoard event files in ``folder`` (none where it does not exist or is remote)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [name for name in names if name.startswith("events.out.tfevents.")
+            and len(name.split(".")) > 3 and name.split(".")[3].isdigit()]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -121,6 +122,51 @@ def test_history_after_a_kill_and_resume_equals_the_uninterrupted_run(sample_roo
     reference = Path(straight.paths.output_dir)
     assert _rows(folder) == _rows(reference)
     assert _board(folder) == _board(reference)
+
+
+def _killed_runs_events(folder: Path, stamp: int) -> None:
+    """An event file in ``folder`` dated ``stamp`` holding ``x`` at step 7, as a run killed after a
+    checkpoint at step 5 leaves it."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    elsewhere = folder.parent / "elsewhere"
+    with SummaryWriter(log_dir=str(elsewhere)) as writer:
+        writer.add_scalar("x", 7.0, 7)
+    (made,) = elsewhere.glob("events.out.tfevents.*")
+    folder.mkdir(parents=True, exist_ok=True)
+    made.rename(folder / f"events.out.tfevents.{stamp:010d}.zz-killed-host.99999.0")
+
+
+def test_a_resumed_runs_events_are_read_after_the_killed_runs(tmp_path: Path) -> None:
+    """TensorBoard reads a folder's event files in name order, and a name starts with the second the file
+    was made: a run resumed within the second the killed run's file was made had its file read first, so
+    its purge (``rewind``) did not drop the killed run's steps (a CI failure: steps 0-6 shown after 11).
+    The new file waits for the next second; TensorBoard shows the resumed run's step 5 alone."""
+    from pspl_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    _killed_runs_events(Path(logger.log_dir), int(time.time()) + 1)
+    logger.rewind(5)
+    logger.log_metrics({"x": 5.0}, step=5)
+    logger.finalize("success")
+    names = sorted(p.name for p in Path(logger.log_dir).glob("events.out.tfevents.*"))
+    assert "zz-killed-host" in names[0], names
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("x")] == [(5, 5.0)]
+
+
+def test_events_dated_far_ahead_of_the_clock_are_reported_not_waited_for(tmp_path: Path, caplog) -> None:
+    """A folder whose files are dated minutes ahead (another node's clock) is not waited out: one warning."""
+    from pspl_lightning.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", version="")
+    _killed_runs_events(Path(logger.log_dir), int(time.time()) + 300)
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="pspl_lightning"):
+        logger.experiment.flush()
+    assert time.monotonic() - started < 2
+    assert [r.getMessage() for r in caplog.records if "ahead of this machine's clock" in r.getMessage()]
 
 
 class _SentRows:
