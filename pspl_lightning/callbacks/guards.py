@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pspl_lightning.errors import ConfigError, TrainingDiverged
-from pspl_lightning.launch.stop_requests import requeue_slurm_job
+from pspl_lightning.launch.stop_requests import arm_interrupts, disarm_interrupts, requeue_slurm_job
 from pspl_lightning.loop_state import (
     agreed_stop_signal,
     close_finished_epoch_in,
@@ -51,6 +51,12 @@ class LastCheckpoint(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             stop_at_step_boundaries(trainer, before_stop=lambda: self._save_on_stop(trainer, pl_module))
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        arm_interrupts(announce=trainer.is_global_zero)  # Ctrl-C from now on saves, then stops
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        disarm_interrupts()
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # full state: what resume needs
@@ -87,6 +93,10 @@ class LastCheckpoint(Callback):
         # rank saved at the step boundary they agreed on (``_save_on_stop``) before the stop was raised.
         if isinstance(exception, SIGTERMException) and self._stopped_at != trainer.global_step:
             self._save_on_stop(trainer, pl_module, check=False)  # checked after the step (on_train_batch_end)
+        if isinstance(exception, KeyboardInterrupt):  # stopped at once: the entry point says what is kept
+            kept = kept_checkpoint(trainer)
+            keeps = f"the last checkpoint is kept: {kept}" if kept else "no checkpoint was written"
+            exception.add_note(f"stopped at step {trainer.global_step} without saving; {keeps}")
 
     def _save_on_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, check: bool = True) -> None:
         """The save of a stop request, on every rank; then SLURM's requeue where SIGUSR1 asked for it. The

@@ -1,7 +1,7 @@
 """How every entry point ends on an expected failure: one line for the user and an exit status.
 
 Every ``pspl-*`` command wraps its work in :func:`one_line_failures`: a user's mistake ends it with one line
-on stderr and status 2, a diverged run with status 3, SIGTERM with 143. A
+on stderr and status 2, a diverged run with status 3, SIGTERM with 143, Ctrl-C with 130. A
 :class:`~pspl_lightning.errors.UserError` may reach the entry point wrapped: by Hydra's instantiate
 (``InstantiationException``), as the context of another exception, or as the text of a traceback from a
 spawned DDP rank (``ProcessRaisedException`` carries no exception object). Everything else is a bug and
@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 from pspl_lightning import errors
 from pspl_lightning.errors import ConfigError, Interrupted, TrainingDiverged, UserError
+from pspl_lightning.launch.stop_requests import honoured
 
 log = logging.getLogger("pspl_lightning")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,7 +63,8 @@ def expected_failure(exc: BaseException) -> BaseException | None:
     err: BaseException | None = exc
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, UserError | TrainingDiverged) or type(err).__name__ == "SIGTERMException":
+        if (isinstance(err, UserError | TrainingDiverged | KeyboardInterrupt)
+                or type(err).__name__ == "SIGTERMException"):
             return err
         if type(err).__name__ == "ProcessRaisedException":
             return _from_rank(str(err))
@@ -79,8 +82,13 @@ def failure_line(err: BaseException) -> tuple[str, int]:
     if isinstance(err, TrainingDiverged):
         return f"Training stopped: {err}", EXIT_DIVERGED
     if type(err).__name__ == "SIGTERMException":
+        if honoured() == signal.SIGINT:
+            return ("Stopped by Ctrl-C after saving checkpoints/last.ckpt; continue with resume=true",
+                    EXIT_INTERRUPTED)
         return ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true",
                 EXIT_SIGTERM)
+    if isinstance(err, KeyboardInterrupt):  # the notes say what a training run keeps
+        return "; ".join(["Interrupted (Ctrl-C)", *getattr(err, "__notes__", [])]), EXIT_INTERRUPTED
     if isinstance(err, Interrupted):
         return str(err), EXIT_INTERRUPTED
     prefix = "Invalid configuration: " if isinstance(err, ConfigError) else ""
@@ -166,9 +174,9 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
                 result = fn(*args, **kwargs)
                 _run_folder = None  # a command that ended well keeps its folder, also when called again
                 return result
-            except (Exception, SystemExit) as exc:  # Lightning's SIGTERMException is a SystemExit
-                if type(exc) is SystemExit:  # an exit already decided and said (by an inner entry point)
-                    raise
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:  # SIGTERMException is a SystemExit
+                if type(exc) is SystemExit and not _lightnings_exit_after_ctrl_c(exc):
+                    raise  # an exit already decided and said (by an inner entry point)
                 err = expected_failure(exc)
                 if err is None:
                     raise
@@ -176,7 +184,7 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
                 if full_error_wanted():
                     traceback.print_exc()
                 say(line)
-                if status == EXIT_USER_ERROR:
+                if status in (EXIT_USER_ERROR, EXIT_INTERRUPTED):
                     _remove_this_run_folder()
                 instead = after(status) if after is not None else None
                 if instead is not None:
@@ -186,6 +194,11 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _lightnings_exit_after_ctrl_c(exc: SystemExit) -> bool:
+    """Lightning ends a run stopped by ``KeyboardInterrupt`` with ``sys.exit(1)``, from inside its handler."""
+    return exc.code == 1 and isinstance(exc.__context__, KeyboardInterrupt)
 
 
 def refuse_moved_keys(overrides: Sequence[str]) -> None:

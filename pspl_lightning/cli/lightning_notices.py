@@ -3,7 +3,8 @@ words: the advertisement for Lightning's cloud logger, torch's deprecation of ``
 Lightning's own code at every run's first step: nothing a user can act on), the warning that a run resumed
 mid-epoch has a loader that is not resumable (the project's sampler resumes exactly, from the seed and
 the batches already taken: ``tests/test_faults.py::test_resume_reproduces_the_uninterrupted_run``),
-Lightning's "Seed set to 42" and "TPU available: False", matplotlib's font cache notice, alembic's
+Lightning's "Seed set to 42", "TPU available: False" and "Detected KeyboardInterrupt" (the command's own
+line on Ctrl-C says what happened and what is kept), matplotlib's font cache notice, alembic's
 plugin set-up lines (Optuna imports it), and torch's ``meshgrid`` indexing notice (SwinIR and HAT call it
 the old way inside spandrel). Lightning's own lines are printed once: Lightning gives its loggers a
 handler of their own when it is imported before logging is set up, and Hydra's handler prints them again.
@@ -21,6 +22,7 @@ _NOT_RESUMABLE = ("You're resuming from a checkpoint that ended before the epoch
 _LEAFSPEC = "`isinstance(treespec, LeafSpec)` is deprecated"
 _MESHGRID = "torch.meshgrid: in an upcoming release, it will be required to pass the indexing argument"
 _NO_TPU = "TPU available: False"
+_KEYBOARD_INTERRUPT = "Detected KeyboardInterrupt, attempting graceful shutdown"  # the exit's line says more
 _LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning",
                       "lightning_fabric")
 # loggers whose INFO lines say nothing a user acts on
@@ -30,7 +32,7 @@ _TO_WARNING = ("lightning.fabric.utilities.seed", "matplotlib", "alembic")
 class _DropAdvert(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return _ADVERT not in message and not message.startswith(_NO_TPU)
+        return not (_ADVERT in message or message.startswith(_NO_TPU) or _KEYBOARD_INTERRUPT in message)
 
 
 def quiet_libraries() -> None:

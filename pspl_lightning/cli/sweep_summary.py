@@ -26,7 +26,8 @@ log = logging.getLogger("pspl_lightning")
 RESULT_FILE = "job_result.json"
 EXIT_SWEEP_FAILED = 4  # pspl-train -m: at least one job failed (the table says which)
 # what a job's exit status (the one it would have had alone) means in the table
-FAILURES = {2: "failed: config or data mistake", 3: "failed: diverged", 143: "stopped by SIGTERM"}
+FAILURES = {2: "failed: config or data mistake", 3: "failed: diverged", 130: "stopped by Ctrl-C",
+            143: "stopped by SIGTERM"}
 _failure: int | None = None  # this job's exit status, noted by the entry point (note_failure)
 _last_sweep: list[JobRow] | None = None
 

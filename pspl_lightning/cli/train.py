@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import EXIT_SIGTERM, one_line_failures, refuse_moved_keys
+from pspl_lightning.cli.failures import EXIT_INTERRUPTED, EXIT_SIGTERM, one_line_failures, refuse_moved_keys
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import (
     adapt_to_launch,
@@ -24,7 +24,7 @@ from pspl_lightning.cli.launch import (
 from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
 from pspl_lightning.cli.run_folder import NothingToTrain, finished_run, resolve_resume
 from pspl_lightning.cli.sweep_summary import EXIT_SWEEP_FAILED, failed_jobs, note_failure
-from pspl_lightning.launch.stop_requests import forward_to, hold_stop_requests
+from pspl_lightning.launch.stop_requests import forward_to, hold_stop_requests, ignore_from_now_on
 
 log = logging.getLogger("pspl_lightning")
 
@@ -96,12 +96,13 @@ def report(metrics_file: Path) -> dict[str, float]:
 
 
 def _after_failure(status: int) -> float | None:
-    """In a sweep, one failed job must not end the others: NaN marks it failed; a stop request (SIGTERM)
+    """In a sweep, one failed job must not end the others: NaN marks it failed; a stop (SIGTERM, Ctrl-C)
     to a sweep whose jobs run in this process ends the sweep after the job saved. (A mistake's run folder
     is removed by the failure path itself, :func:`pspl_lightning.cli.failures.one_line_failures`.)"""
     if hydra_runtime()[0]:
         note_failure(status)  # the kind of failure, for the sweep's table
-        if status == EXIT_SIGTERM and "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_")):
+        in_this_process = "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_"))
+        if status in (EXIT_SIGTERM, EXIT_INTERRUPTED) and in_this_process:
             sys.exit(status)  # jobs run one after another in this process: the stop ends the sweep
         return float("nan")
     return None
@@ -130,5 +131,8 @@ def main() -> None:
         sys.exit(EXIT_SWEEP_FAILED)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m pspl_lightning.cli.train: torchrun, DDP ranks
+    try:
+        main()
+    finally:
+        ignore_from_now_on()

@@ -9,6 +9,12 @@ Here the handler only records the signal; the ranks combine their records at a s
 
 Installed as the first thing an entry point does, so a signal during start-up (imports, data setup, the
 DDP rendezvous) is kept too and honoured at the first step.
+
+Ctrl-C (SIGINT) is a stop request too, but only while a run trains (:func:`arm_interrupts`): the first one
+saves at the next step boundary like SIGTERM, a second one stops at once (``KeyboardInterrupt``, nothing
+saved). Outside training (start-up, data preparation, the final evaluation) it stops at once, as Python's
+own handler does. Data-loader workers ignore it: a terminal sends it to every process of the job, and the
+run they serve decides when to stop them.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-_state: dict[str, int] = {"signal": 0, "owner": 0}
+_state: dict[str, int] = {"signal": 0, "owner": 0, "armed": 0, "announce": 0, "interrupts": 0, "honoured": 0}
+_ACKNOWLEDGED = (b"\nCtrl-C: stopping after this step, with a checkpoint (a validation under way finishes "
+                 b"first); Ctrl-C again stops at once, without saving\n")
 _forward: list[Callable[[int], None]] = []  # where a request goes on (the processes ddp_spawn started)
 
 
@@ -32,9 +40,18 @@ def stop_signals() -> tuple[signal.Signals, ...]:
 
 def _record(signum: int, frame: FrameType | None) -> None:
     if os.getpid() != _state["owner"]:  # a forked data-loader worker: it ends as the default action says
+        if signum == signal.SIGINT:  # (but Ctrl-C reaches it from the terminal: the run stops it)
+            return
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    if signum == signal.SIGINT:
+        if not _state["armed"] or _state["interrupts"]:
+            _state["armed"] = 0
+            raise KeyboardInterrupt  # not training, or the second Ctrl-C: at once
+        _state["interrupts"] = 1
+        if _state["announce"]:  # os.write: no buffer or lock of Python's, safe between any two bytecodes
+            os.write(2, _ACKNOWLEDGED)
     # SIGTERM outranks SIGUSR1 (the larger number): a requeue request that is followed by the end wins
     _state["signal"] = max(_state["signal"], int(signum))
     for send in _forward:
@@ -50,12 +67,39 @@ def forward_to(send: Callable[[int], None] | None) -> None:
 
 
 def hold_stop_requests() -> None:
-    """From now on, SIGTERM and SIGUSR1 only record themselves (in the main thread; else nothing)."""
+    """From now on, SIGTERM and SIGUSR1 only record themselves, and Ctrl-C does while a run trains (in the
+    main thread; else nothing)."""
     if threading.current_thread() is not threading.main_thread():
         return
     _state["owner"] = os.getpid()
-    for sig in stop_signals():
+    for sig in (*stop_signals(), signal.SIGINT):
         signal.signal(sig, _record)
+
+
+def ignore_from_now_on() -> None:
+    """The command's work is done: a stop signal (SIGTERM, SIGUSR1, Ctrl-C) has nothing left to stop. Ignored
+    (SIG_IGN, which Python keeps while it exits; its own handlers it puts back to the default action, and a
+    signal in the second or so that exiting takes killed a finished command: status -2/-15, not 0)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (*stop_signals(), signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def arm_interrupts(announce: bool = True) -> None:
+    """A run begins to train: Ctrl-C from now on is a stop request (the first; a second stops at once), and
+    ``announce`` says so on stderr when it comes (rank 0)."""
+    _state["armed"], _state["announce"] = 1, int(announce)
+
+
+def disarm_interrupts() -> None:
+    """The run no longer trains: Ctrl-C stops at once again (one recorded but not honoured stays
+    recorded, :func:`interrupted`)."""
+    _state["armed"] = 0
+
+
+def interrupted() -> bool:
+    """Ctrl-C was pressed during this run's training (whether or not its stop has been honoured yet)."""
+    return bool(_state["interrupts"])
 
 
 def requested() -> int:
@@ -69,8 +113,16 @@ def request(signum: int = signal.SIGTERM) -> None:
 
 
 def clear() -> None:
-    """Forget any stop request (a new run in this process starts with none)."""
-    _state["signal"] = 0
+    """Forget any stop request (a new run in this process starts with none); the one a run stopped for
+    stays readable (:func:`honoured`) until the next run's."""
+    _state["honoured"] = _state["signal"]
+    _state["signal"] = _state["armed"] = _state["interrupts"] = 0
+
+
+def honoured() -> int:
+    """The signal the last run that ended was asked to stop by (it stopped for it, or had already finished
+    its training); 0: none."""
+    return _state["honoured"]
 
 
 def requeue_slurm_job() -> str | None:

@@ -122,8 +122,9 @@ class SignalAt(Callback):
     ``PSPL_TEST_SIGNAL=<where>:<step>:<rank>[,...]`` with ``where`` one of ``save`` (inside a checkpoint
     save), ``val`` (before a validation batch), ``step`` (before a training batch) and ``end`` (in
     ``on_fit_end``, the trainer torn down), and ``rank`` a global rank or ``all``; ``PSPL_TEST_SIGNUM``
-    picks the signal (default SIGTERM). Each once per folder: a marker file (holding the SIGTERM handler
-    the signal met) keeps a resumed run from repeating it."""
+    picks the signal (default SIGTERM), ``PSPL_TEST_SIGNAL_GROUP=1`` sends it to the whole process group
+    (as a terminal sends Ctrl-C: every rank and data-loader worker). Each once per folder: a marker file
+    (holding the SIGTERM handler the signal met) keeps a resumed run from repeating it."""
 
     def _maybe_signal(self, trainer: L.Trainer, where: str) -> None:
         import os
@@ -136,7 +137,11 @@ class SignalAt(Callback):
             if (at == where and int(step) == trainer.global_step and rank in ("all", str(trainer.global_rank))
                     and not marker.exists()):
                 marker.write_text(repr(signal.getsignal(signal.SIGTERM)))  # (what the signal meets)
-                os.kill(os.getpid(), int(os.environ.get("PSPL_TEST_SIGNUM", signal.SIGTERM)))
+                signum = int(os.environ.get("PSPL_TEST_SIGNUM", signal.SIGTERM))
+                if os.environ.get("PSPL_TEST_SIGNAL_GROUP") == "1":
+                    os.killpg(os.getpgrp(), signum)
+                else:
+                    os.kill(os.getpid(), signum)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
