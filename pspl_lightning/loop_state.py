@@ -7,6 +7,7 @@ breaks here alone, and tests/test_logged_steps.py, test_resume.py and test_fault
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -94,14 +95,14 @@ class _StopAtStepBoundaries:
     def teardown(self) -> None:
         from pspl_lightning.launch.stop_requests import clear, stop_signals
 
-        clear()  # the stop was honoured (or the run ended): a next run in this process starts without it
-        self.__dict__.pop("_agreed", None)
+        # the stop was honoured (or the run ended): a next run in this process starts without it
+        clear(self.__dict__.pop("_agreed", 0))
         if type(self.trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":  # (run in ranks only)
             # a ddp_spawn rank whose run is over: a late request (passed on by the waiting process, or sent
             # to every process of the job) has nothing left to stop. Ignored, not recorded: Python puts its
             # own handlers back to the default action when it exits, and a SIGTERM there killed the rank
             # while it handed its results back (a finished run reported as stopped); SIG_IGN stays.
-            self._original_handlers = dict.fromkeys(stop_signals(), signal.SIG_IGN)
+            self._original_handlers = dict.fromkeys((*stop_signals(), signal.SIGINT), signal.SIG_IGN)
         super().teardown()
 
     @property
@@ -183,9 +184,22 @@ def stop_now(trainer: L.Trainer, before_stop: Callable[[], None] | None) -> None
 
     if before_stop is not None:
         before_stop()
+    release_child_observer()
     if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
         raise StopRequested("stopped by a stop request after saving checkpoints/last.ckpt")
     raise SIGTERMException
+
+
+def release_child_observer() -> None:
+    """Rank 0 of Lightning's ``ddp`` launcher stops as asked: end the thread that watches the other ranks.
+
+    Every 5 s it looks at them, and one that has ended with a non-zero status (143 or 130: the same stop)
+    makes it SIGKILL them all and rank 0 itself, which then ended with 137 and no line when it was still
+    finishing its own stop (saving, writing logs, exiting). A rank that stops, stops with all the others
+    (they agreed on it), or kills them itself (Lightning's Ctrl-C path): nothing is left to watch."""
+    for thread in threading.enumerate():
+        if thread.name == "child-process-observer":
+            thread._run = lambda: True  # its next look ends it, with no kill (_ChildProcessObserver.run)
 
 
 class LazyStartDataLoader(DataLoader):

@@ -144,12 +144,15 @@ def _random_kill_and_resume(straight: Path, sample_root: Path, folder: Path, del
     assert _history(folder) == _history(straight), f"delay {delay:.2f} s"
 
 
-def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("moment", ["step:2:0", "end:4:0"])
+def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: Path, tmp_path: Path,
+                                                                  moment: str) -> None:
     """``pspl-train -m`` with Hydra's basic launcher runs its jobs one after another in this process: a
     SIGTERM during job 0 saves its checkpoint and ends the sweep with 143 (before, the request was
-    forgotten with job 0 and job 1 started)."""
+    forgotten with job 0 and job 1 started). One that comes after job 0's last step (``on_fit_end``) finds
+    no step boundary left: job 0 finishes, and the sweep ends there too (before, job 1 started)."""
     env = {**os.environ, "PSPL_ROOT": str(tmp_path), "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": str(ROOT), "PSPL_TEST_SIGNAL": "step:2:0"}
+           "PYTHONPATH": str(ROOT), "PSPL_TEST_SIGNAL": moment}
     args = [sys.executable, "-m", "pspl_lightning.cli.train", "-m", "model=tiny", "logger=csv",
             "trainer.max_steps=4", "data.batch_size=4", "callbacks.progress_bar=null", "seed=1,2",
             "trainer.enable_model_summary=false", f"data.root={sample_root}",
@@ -157,9 +160,13 @@ def test_sigterm_to_a_sweep_of_jobs_in_one_process_ends_the_sweep(sample_root: P
             f"hydra.sweep.dir={tmp_path}/s"]
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 143, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "Stopped by SIGTERM after saving checkpoints/last.ckpt" in proc.stderr
     job0 = tmp_path / "s" / "0" / "checkpoints" / "last.ckpt"
-    assert torch.load(job0, map_location="cpu", weights_only=True)["global_step"] == 3
+    if moment.startswith("step"):
+        assert "Stopped by SIGTERM after saving checkpoints/last.ckpt" in proc.stderr
+        assert torch.load(job0, map_location="cpu", weights_only=True)["global_step"] == 3
+    else:
+        assert "Stopped by SIGTERM as the job finished; the sweep's other jobs were not" in proc.stderr
+        assert json.loads((tmp_path / "s" / "0" / "metrics.json").read_text())["global_step"] == 4
     assert not (tmp_path / "s" / "1").exists()
 
 

@@ -20,6 +20,7 @@ from pspl_lightning.launch.stop_requests import arm_interrupts, disarm_interrupt
 from pspl_lightning.loop_state import (
     agreed_stop_signal,
     close_finished_epoch_in,
+    release_child_observer,
     stop_at_step_boundaries,
 )
 
@@ -51,9 +52,12 @@ class LastCheckpoint(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             stop_at_step_boundaries(trainer, before_stop=lambda: self._save_on_stop(trainer, pl_module))
+            if trainer.world_size > 1 and not _spawned(trainer):  # every rank, to its end (arm_interrupts)
+                arm_interrupts(announce=trainer.is_global_zero, whole_run=True)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        arm_interrupts(announce=trainer.is_global_zero)  # Ctrl-C from now on saves, then stops
+        if not _spawned(trainer):
+            arm_interrupts(announce=trainer.is_global_zero)  # Ctrl-C from now on saves, then stops
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         disarm_interrupts()
@@ -94,9 +98,8 @@ class LastCheckpoint(Callback):
         if isinstance(exception, SIGTERMException) and self._stopped_at != trainer.global_step:
             self._save_on_stop(trainer, pl_module, check=False)  # checked after the step (on_train_batch_end)
         if isinstance(exception, KeyboardInterrupt):  # stopped at once: the entry point says what is kept
-            kept = kept_checkpoint(trainer)
-            keeps = f"the last checkpoint is kept: {kept}" if kept else "no checkpoint was written"
-            exception.add_note(f"stopped at step {trainer.global_step} without saving; {keeps}")
+            release_child_observer()  # (Lightning kills the other ranks itself)
+            _note_what_is_kept(exception, trainer)
 
     def _save_on_stop(self, trainer: L.Trainer, pl_module: L.LightningModule, check: bool = True) -> None:
         """The save of a stop request, on every rank; then SLURM's requeue where SIGUSR1 asked for it. The
@@ -111,12 +114,35 @@ class LastCheckpoint(Callback):
             # again now, after Lightning has ended that epoch, a longer resumed run would skip its rest.
             log.warning("%s: %s holds step %d already", name, self.path, trainer.global_step)
         else:
-            self._save(trainer)
+            try:
+                self._save(trainer)
+            except KeyboardInterrupt as exc:  # a second Ctrl-C during the save: the last file stays whole
+                _note_what_is_kept(exc, trainer)
+                raise
             log.warning("%s: saved %s at step %d", name, self.path, trainer.global_step)
         if signum == signal.SIGUSR1 and trainer.is_global_zero:
             job = requeue_slurm_job()
             if job is not None:
                 log.warning("SIGUSR1: requeued SLURM job %s; it continues from %s", job, self.path)
+
+
+def _spawned(trainer: L.Trainer) -> bool:
+    """Under ``ddp_spawn`` Ctrl-C stops at once, as it always did: torch's spawn ends a rank quietly on a
+    ``KeyboardInterrupt`` (status 0, nothing handed back), and the waiting process, had it waited for the
+    ranks' save instead, would wait for ever for results a rank stopped in its start-up never sends."""
+    return type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher"
+
+
+def _note_what_is_kept(exception: BaseException, trainer: L.Trainer) -> None:
+    """A run stopped at once (Ctrl-C): the line the entry point prints says at which step and which checkpoint
+    is kept (once; under ``ddp_spawn`` the waiting process knows no step)."""
+    if getattr(exception, "__notes__", None):
+        return
+    kept = kept_checkpoint(trainer)
+    keeps = f"the last checkpoint is kept: {kept}" if kept else "no checkpoint was written"
+    waiting = _spawned(trainer) and not torch.distributed.is_initialized()
+    where = "the ranks stopped" if waiting else f"stopped at step {trainer.global_step}"
+    exception.add_note(f"{where} without saving; {keeps}")
 
 
 def refuse_another_world_size(recorded: int | None, now: int) -> None:

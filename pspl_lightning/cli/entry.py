@@ -8,6 +8,7 @@ the command is done, stop signals are ignored while Python exits.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from pspl_lightning.launch.stop_requests import ignore_from_now_on
@@ -21,6 +22,7 @@ def _run(command: str) -> None:
         main = importlib.import_module(f"pspl_lightning.cli.{command}").main
         main()
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the line short
         when = " while starting" if main is None else ""
         print(f"pspl-{command}: interrupted (Ctrl-C){when}", file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPTED)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pspl_lightning import errors
 from pspl_lightning.errors import ConfigError, Interrupted, TrainingDiverged, UserError
-from pspl_lightning.launch.stop_requests import honoured
+from pspl_lightning.launch.stop_requests import last_stop
 
 log = logging.getLogger("pspl_lightning")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,6 +39,7 @@ MOVED_KEYS = {"model.init_from": "init_from=<file>"}
 _RECORD_ONLY = {"resumed_into.txt", "hparams.yaml"}
 # this command's run folder and the topmost folder it created for it (None: it existed); see make_run_folder
 _run_folder: tuple[Path, Path | None] | None = None
+_shared_run = False  # the run folder is written by several processes (see share_run_folder)
 
 
 def _from_rank(text: str) -> BaseException | None:
@@ -82,7 +83,7 @@ def failure_line(err: BaseException) -> tuple[str, int]:
     if isinstance(err, TrainingDiverged):
         return f"Training stopped: {err}", EXIT_DIVERGED
     if type(err).__name__ == "SIGTERMException":
-        if honoured() == signal.SIGINT:
+        if last_stop() == signal.SIGINT:
             return ("Stopped by Ctrl-C after saving checkpoints/last.ckpt; continue with resume=true",
                     EXIT_INTERRUPTED)
         return ("Stopped by SIGTERM after saving checkpoints/last.ckpt; continue with resume=true",
@@ -107,6 +108,12 @@ def make_run_folder(folder: Path) -> None:
     created = [p for p in (folder, *folder.parents) if not p.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     _run_folder = (folder, created[-1] if created else None)
+
+
+def share_run_folder() -> None:
+    """This run has several processes: a Ctrl-C that ends this one leaves the run folder to the others."""
+    global _shared_run
+    _shared_run = True
 
 
 def _holds_nothing_of_the_users(folder: Path) -> bool:
@@ -184,8 +191,8 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
                 if full_error_wanted():
                     traceback.print_exc()
                 say(line)
-                if status in (EXIT_USER_ERROR, EXIT_INTERRUPTED):
-                    _remove_this_run_folder()
+                if status == EXIT_USER_ERROR or (status == EXIT_INTERRUPTED and not _shared_run):
+                    _remove_this_run_folder()  # (a folder other ranks may still write to is left alone)
                 instead = after(status) if after is not None else None
                 if instead is not None:
                     return instead

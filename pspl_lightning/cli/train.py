@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pspl_lightning.cli.checks import check_train_config
-from pspl_lightning.cli.failures import EXIT_INTERRUPTED, EXIT_SIGTERM, one_line_failures, refuse_moved_keys
+from pspl_lightning.cli.failures import (
+    EXIT_INTERRUPTED,
+    EXIT_SIGTERM,
+    one_line_failures,
+    refuse_moved_keys,
+    say,
+    share_run_folder,
+)
 from pspl_lightning.cli.hydra_setup import config_dir
 from pspl_lightning.cli.launch import (
     adapt_to_launch,
@@ -24,7 +32,14 @@ from pspl_lightning.cli.launch import (
 from pspl_lightning.cli.launcher_check import refuse_unavailable_launcher
 from pspl_lightning.cli.run_folder import NothingToTrain, finished_run, resolve_resume
 from pspl_lightning.cli.sweep_summary import EXIT_SWEEP_FAILED, failed_jobs, note_failure
-from pspl_lightning.launch.stop_requests import forward_to, hold_stop_requests, ignore_from_now_on
+from pspl_lightning.launch.stop_requests import (
+    arm_interrupts,
+    forward_to,
+    hold_stop_requests,
+    ignore_from_now_on,
+    last_stop,
+    started_as_a_rank,
+)
 
 log = logging.getLogger("pspl_lightning")
 
@@ -59,6 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_memory(cfg, module.plain_net)  # a batch that cannot fit is refused before the loader makes it
     finish_wandb()  # a W&B run left open in this process (an earlier job) would receive this run's logs
     trainer, loggers = build_trainer(cfg, output_dir)
+    if trainer.world_size > 1:
+        share_run_folder()
     summary_without_flops(trainer)
     for lg in loggers:
         lg.log_hyperparams(module.run_config)
@@ -101,17 +118,32 @@ def _after_failure(status: int) -> float | None:
     is removed by the failure path itself, :func:`pspl_lightning.cli.failures.one_line_failures`.)"""
     if hydra_runtime()[0]:
         note_failure(status)  # the kind of failure, for the sweep's table
-        in_this_process = "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_"))
-        if status in (EXIT_SIGTERM, EXIT_INTERRUPTED) and in_this_process:
+        if status in (EXIT_SIGTERM, EXIT_INTERRUPTED) and _jobs_run_in_this_process():
             sys.exit(status)  # jobs run one after another in this process: the stop ends the sweep
         return float("nan")
     return None
+
+
+def _jobs_run_in_this_process() -> bool:
+    """A sweep of Hydra's basic launcher: its jobs run one after another in this process."""
+    return hydra_runtime()[0] and "BasicLauncher" in str(HydraConfig.get().launcher.get("_target_"))
+
+
+def _end_the_sweep_if_asked() -> None:
+    """A stop request that came during a job's last step or final validation found no step boundary left:
+    the job finished, and a sweep in this process must not go on to its next job as if nothing was asked."""
+    signum = last_stop()
+    if signum and _jobs_run_in_this_process():
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        say(f"Stopped by {what} as the job finished; the sweep's other jobs were not started")
+        sys.exit(EXIT_INTERRUPTED if signum == signal.SIGINT else EXIT_SIGTERM)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @one_line_failures(after=_after_failure)
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
+    _end_the_sweep_if_asked()
     return metrics.get(str(cfg.optimized_metric))  # the objective a Hydra sweeper (Optuna) optimises
 
 
@@ -119,6 +151,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point of ``pspl-train``."""
     hold_stop_requests()  # first: SIGTERM/SIGUSR1 from now on are stop requests honoured at a step boundary
+    if started_as_a_rank():  # and Ctrl-C too, in every rank from its start (see arm_interrupts)
+        arm_interrupts(announce=False, whole_run=True)
     refuse_moved_keys(sys.argv[1:])
     refuse_unavailable_launcher(sys.argv[1:])
     refuse_unshared_torchrun_folder(sys.argv[1:])

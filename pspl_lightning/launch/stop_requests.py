@@ -27,7 +27,8 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-_state: dict[str, int] = {"signal": 0, "owner": 0, "armed": 0, "announce": 0, "interrupts": 0, "honoured": 0}
+_state: dict[str, int] = {"signal": 0, "owner": 0, "armed": 0, "whole_run": 0, "announce": 0, "interrupts": 0,
+                          "honoured": 0}
 _ACKNOWLEDGED = (b"\nCtrl-C: stopping after this step, with a checkpoint (a validation under way finishes "
                  b"first); Ctrl-C again stops at once, without saving\n")
 _forward: list[Callable[[int], None]] = []  # where a request goes on (the processes ddp_spawn started)
@@ -47,11 +48,12 @@ def _record(signum: int, frame: FrameType | None) -> None:
         return
     if signum == signal.SIGINT:
         if not _state["armed"] or _state["interrupts"]:
-            _state["armed"] = 0
             raise KeyboardInterrupt  # not training, or the second Ctrl-C: at once
         _state["interrupts"] = 1
+        _state["signal"] = max(_state["signal"], int(signum))
         if _state["announce"]:  # os.write: no buffer or lock of Python's, safe between any two bytecodes
             os.write(2, _ACKNOWLEDGED)
+        return  # not passed on: a terminal sends it to every process of the job (a copy would be a second)
     # SIGTERM outranks SIGUSR1 (the larger number): a requeue request that is followed by the end wins
     _state["signal"] = max(_state["signal"], int(signum))
     for send in _forward:
@@ -59,8 +61,8 @@ def _record(signum: int, frame: FrameType | None) -> None:
 
 
 def forward_to(send: Callable[[int], None] | None) -> None:
-    """Pass every stop request on with ``send(signum)`` (None: to nobody). Under ``ddp_spawn`` this process
-    only waits for the processes it started, which train: they must get the request."""
+    """Pass every stop request but Ctrl-C on with ``send(signum)`` (None: to nobody). Under ``ddp_spawn``
+    this process only waits for the processes it started, which train: they must get the request."""
     _forward.clear()
     if send is not None:
         _forward.append(send)
@@ -76,30 +78,41 @@ def hold_stop_requests() -> None:
         signal.signal(sig, _record)
 
 
+def started_as_a_rank() -> bool:
+    """This process was started as one rank of several, by torchrun or by Lightning's ``ddp`` launcher
+    (``WORLD_SIZE`` > 1 in its environment from its start)."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+
+
 def ignore_from_now_on() -> None:
-    """The command's work is done: a stop signal (SIGTERM, SIGUSR1, Ctrl-C) has nothing left to stop. Ignored
+    """The command's work is done: a stop signal (Ctrl-C, SIGTERM, SIGUSR1) has nothing left to stop. Ignored
     (SIG_IGN, which Python keeps while it exits; its own handlers it puts back to the default action, and a
     signal in the second or so that exiting takes killed a finished command: status -2/-15, not 0)."""
     if threading.current_thread() is threading.main_thread():
-        for sig in (*stop_signals(), signal.SIGINT):
+        for sig in (signal.SIGINT, *stop_signals()):
             signal.signal(sig, signal.SIG_IGN)
 
 
-def arm_interrupts(announce: bool = True) -> None:
-    """A run begins to train: Ctrl-C from now on is a stop request (the first; a second stops at once), and
-    ``announce`` says so on stderr when it comes (rank 0)."""
+def arm_interrupts(announce: bool = True, whole_run: bool = False) -> None:
+    """Ctrl-C from now on is a stop request (the first; a second stops at once), and ``announce`` says so on
+    stderr when it comes (rank 0 only).
+
+    One process arms when its run begins to train, and disarms when it ends (:func:`disarm_interrupts`):
+    before and after, Ctrl-C stops at once. A rank of several processes arms for the ``whole_run``, start-up
+    included, as SIGTERM is: the ranks arm and disarm at moments of their own, and one rank stopping at once
+    while another waited for it in a collective would hang or crash the job."""
+    if not (whole_run or _state["whole_run"]) and _state["signal"] == signal.SIGINT:
+        _state["signal"] = 0  # a Ctrl-C left by an earlier run in this process that never tore down
+    if not _state["whole_run"]:
+        _state["interrupts"] = 0
     _state["armed"], _state["announce"] = 1, int(announce)
+    _state["whole_run"] |= int(whole_run)
 
 
 def disarm_interrupts() -> None:
-    """The run no longer trains: Ctrl-C stops at once again (one recorded but not honoured stays
-    recorded, :func:`interrupted`)."""
-    _state["armed"] = 0
-
-
-def interrupted() -> bool:
-    """Ctrl-C was pressed during this run's training (whether or not its stop has been honoured yet)."""
-    return bool(_state["interrupts"])
+    """One process's run no longer trains: Ctrl-C stops at once again (a rank of several stays armed)."""
+    if not _state["whole_run"]:
+        _state["armed"] = 0
 
 
 def requested() -> int:
@@ -112,17 +125,19 @@ def request(signum: int = signal.SIGTERM) -> None:
     _state["signal"] = max(_state["signal"], int(signum))
 
 
-def clear() -> None:
-    """Forget any stop request (a new run in this process starts with none); the one a run stopped for
-    stays readable (:func:`honoured`) until the next run's."""
-    _state["honoured"] = _state["signal"]
-    _state["signal"] = _state["armed"] = _state["interrupts"] = 0
+def clear(agreed: int = 0) -> None:
+    """Forget any stop request (a new run in this process starts with none); the one the run stopped for,
+    its own or the one its ranks ``agreed`` on, stays readable (:func:`last_stop`) until the next run's."""
+    _state["honoured"] = max(_state["signal"], int(agreed))
+    _state["signal"] = _state["interrupts"] = 0
+    if not _state["whole_run"]:
+        _state["armed"] = 0
 
 
-def honoured() -> int:
-    """The signal the last run that ended was asked to stop by (it stopped for it, or had already finished
-    its training); 0: none."""
-    return _state["honoured"]
+def last_stop() -> int:
+    """The signal this process's run is being stopped for, or the last run that ended was asked to stop by
+    (it stopped for it, or its training had already finished); 0: none."""
+    return _state["signal"] or _state["honoured"]
 
 
 def requeue_slurm_job() -> str | None:
