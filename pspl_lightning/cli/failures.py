@@ -110,6 +110,12 @@ def make_run_folder(folder: Path) -> None:
     _run_folder = (folder, created[-1] if created else None)
 
 
+def _another_rank() -> bool:
+    """This process is a rank other than 0 of a multi-process run (the rank Lightning set, if it ran)."""
+    module = sys.modules.get("lightning_utilities.core.rank_zero")
+    return bool(module is not None and getattr(module.rank_zero_only, "rank", 0))
+
+
 def share_run_folder() -> None:
     """This run has several processes: a Ctrl-C that ends this one leaves the run folder to the others."""
     global _shared_run
@@ -190,7 +196,8 @@ def one_line_failures(after: Callable[[int], Any] | None = None) -> Callable[[F]
                 line, status = failure_line(err)
                 if full_error_wanted():
                     traceback.print_exc()
-                say(line)
+                if not (status in (EXIT_INTERRUPTED, EXIT_SIGTERM) and _another_rank()):
+                    say(line)  # a stop is said once, by rank 0 (every rank stopped alike)
                 if status == EXIT_USER_ERROR or (status == EXIT_INTERRUPTED and not _shared_run):
                     _remove_this_run_folder()  # (a folder other ranks may still write to is left alone)
                 instead = after(status) if after is not None else None
