@@ -10,11 +10,12 @@ Here the handler only records the signal; the ranks combine their records at a s
 Installed as the first thing an entry point does, so a signal during start-up (imports, data setup, the
 DDP rendezvous) is kept too and honoured at the first step.
 
-Ctrl-C (SIGINT) is a stop request too, but only while a run trains (:func:`arm_interrupts`): the first one
-saves at the next step boundary like SIGTERM, a second one stops at once (``KeyboardInterrupt``, nothing
-saved). Outside training (start-up, data preparation, the final evaluation) it stops at once, as Python's
-own handler does. Data-loader workers ignore it: a terminal sends it to every process of the job, and the
-run they serve decides when to stop them.
+Ctrl-C (SIGINT) is a stop request too, but only while a run trains, or in a rank of several processes
+for its whole run (:func:`arm_interrupts`): the first one saves at the next step boundary like SIGTERM, a
+second one stops at once (``KeyboardInterrupt``, nothing saved). Otherwise (start-up, data preparation,
+the final evaluation of one process) it stops at once, as Python's own handler does. Data-loader workers
+ignore it: a terminal sends it to every process of the job, and the run they serve decides when to stop
+them.
 """
 
 from __future__ import annotations
