@@ -148,6 +148,26 @@ def test_ctrl_c_under_ddp_saves_on_every_rank(sample_root: Path, tmp_path: Path)
     assert _step(folder) in (7, 8)  # rank 1 may have passed the boundary of step 7 before it got the signal
 
 
+def test_under_ddp_spawn_no_process_takes_ctrl_c_as_a_request(fresh_stop_state: None, tmp_path: Path) -> None:
+    """The decision behind the end-to-end test below (slow): a ``ddp_spawn`` trainer's ranks and waiting
+    process do not arm, so Ctrl-C raises at once in each; the waiting process's line names no step."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from pspl_lightning.callbacks.guards import LastCheckpoint, _note_what_is_kept
+
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    callback = LastCheckpoint(tmp_path / "checkpoints")
+    callback.on_train_start(trainer, BoringModel())
+    with pytest.raises(KeyboardInterrupt):
+        stop_requests._record(signal.SIGINT, None)
+    exc = KeyboardInterrupt()
+    _note_what_is_kept(exc, trainer)
+    assert exc.__notes__ == ["the ranks stopped without saving; no checkpoint was written"]
+
+
+@pytest.mark.slow
 def test_ctrl_c_under_ddp_spawn_stops_at_once(sample_root: Path, tmp_path: Path) -> None:
     """``trainer.strategy=ddp_spawn``: torch's spawn ends a rank quietly on a KeyboardInterrupt (status 0,
     nothing handed back), so Ctrl-C stops every process at once; one line from the waiting process, which
