@@ -128,12 +128,14 @@ def test_ctrl_c_while_starting_says_one_line_and_leaves_no_folder(sample_root: P
     time.sleep(after_s)
     os.killpg(proc.pid, signal.SIGINT)
     status, out, err = _finish(proc)
-    assert not folder.exists()
     if status == -signal.SIGINT and not out + err:  # (a loaded machine) before Python had started: the
-        return  # default action, as for any program, with nothing made
+        assert not folder.exists()  # default action, as for any program, with nothing made
+        return
     assert status == 130, err[-3000:]
-    assert _last_line(err).startswith(AT_ONCE), err[-3000:]
     assert "Traceback" not in out + err, err[-3000:]
+    if _last_line(err) != SAVED:  # (a machine fast enough to be training at 1.5 s stops as it should there)
+        assert _last_line(err).startswith(AT_ONCE), err[-3000:]
+        assert not folder.exists()
 
 
 def test_ctrl_c_under_ddp_saves_on_every_rank(sample_root: Path, tmp_path: Path) -> None:
