@@ -97,7 +97,7 @@ class _StopAtStepBoundaries:
 
         # the stop was honoured (or the run ended): a next run in this process starts without it
         clear(self.__dict__.pop("_agreed", 0))
-        if type(self.trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":  # (run in ranks only)
+        if spawns_its_ranks(self.trainer):  # (teardown runs in the ranks only)
             # a ddp_spawn rank whose run is over: a late request (passed on by the waiting process, or sent
             # to every process of the job) has nothing left to stop. Ignored, not recorded: Python puts its
             # own handlers back to the default action when it exits, and a SIGTERM there killed the rank
@@ -185,9 +185,15 @@ def stop_now(trainer: L.Trainer, before_stop: Callable[[], None] | None) -> None
     if before_stop is not None:
         before_stop()
     release_child_observer()
-    if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":
+    if spawns_its_ranks(trainer):
         raise StopRequested("stopped by a stop request after saving checkpoints/last.ckpt")
     raise SIGTERMException
+
+
+def spawns_its_ranks(trainer: L.Trainer) -> bool:
+    """The trainer runs under ``ddp_spawn``: its ranks are processes torch's spawn started, and the process
+    that called ``fit`` only waits for them."""
+    return type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher"
 
 
 def release_child_observer() -> None:

@@ -21,6 +21,7 @@ from pspl_lightning.loop_state import (
     agreed_stop_signal,
     close_finished_epoch_in,
     release_child_observer,
+    spawns_its_ranks,
     stop_at_step_boundaries,
 )
 
@@ -52,12 +53,16 @@ class LastCheckpoint(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             stop_at_step_boundaries(trainer, before_stop=lambda: self._save_on_stop(trainer, pl_module))
-            if trainer.world_size > 1 and not _spawned(trainer):  # every rank, to its end (arm_interrupts)
+            if trainer.world_size > 1 and not spawns_its_ranks(trainer):  # every rank, to its end
                 arm_interrupts(announce=trainer.is_global_zero, whole_run=True)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not _spawned(trainer):
-            arm_interrupts(announce=trainer.is_global_zero)  # Ctrl-C from now on saves, then stops
+        # Ctrl-C from now on saves, then stops. Not under ddp_spawn, where it stops at once as it always did:
+        # torch's spawn ends a rank quietly on a KeyboardInterrupt (status 0, nothing handed back), and the
+        # waiting process, had it waited for the ranks' save, would wait for ever for the results of a rank
+        # stopped in its start-up.
+        if not spawns_its_ranks(trainer):
+            arm_interrupts(announce=trainer.is_global_zero)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         disarm_interrupts()
@@ -126,13 +131,6 @@ class LastCheckpoint(Callback):
                 log.warning("SIGUSR1: requeued SLURM job %s; it continues from %s", job, self.path)
 
 
-def _spawned(trainer: L.Trainer) -> bool:
-    """Under ``ddp_spawn`` Ctrl-C stops at once, as it always did: torch's spawn ends a rank quietly on a
-    ``KeyboardInterrupt`` (status 0, nothing handed back), and the waiting process, had it waited for the
-    ranks' save instead, would wait for ever for results a rank stopped in its start-up never sends."""
-    return type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher"
-
-
 def _note_what_is_kept(exception: BaseException, trainer: L.Trainer) -> None:
     """A run stopped at once (Ctrl-C): the line the entry point prints says at which step and which checkpoint
     is kept (once; under ``ddp_spawn`` the waiting process knows no step)."""
@@ -140,7 +138,7 @@ def _note_what_is_kept(exception: BaseException, trainer: L.Trainer) -> None:
         return
     kept = kept_checkpoint(trainer)
     keeps = f"the last checkpoint is kept: {kept}" if kept else "no checkpoint was written"
-    waiting = _spawned(trainer) and not torch.distributed.is_initialized()
+    waiting = spawns_its_ranks(trainer) and not torch.distributed.is_initialized()
     where = "the ranks stopped" if waiting else f"stopped at step {trainer.global_step}"
     exception.add_note(f"{where} without saving; {keeps}")
 

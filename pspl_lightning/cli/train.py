@@ -63,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from pspl_lightning.cli.lightning_notices import quiet_lightning
     from pspl_lightning.cli.preflight import check_data, check_memory, check_steps_left
     from pspl_lightning.cli.runtime_errors import explain
+    from pspl_lightning.loop_state import spawns_its_ranks
 
     quiet_lightning()
     if cfg.get("ckpt_path"):
@@ -83,7 +84,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Training %s with %s for %d steps; outputs in %s", type(module.plain_net).__name__,
              type(module.loss).__name__, trainer.max_steps, output_dir)
     status = "failed"
-    if type(trainer.strategy.launcher).__name__ == "_MultiProcessingLauncher":  # ddp_spawn: ranks elsewhere
+    if spawns_its_ranks(trainer):  # the ranks are elsewhere: a stop request must reach them
         forward_to(trainer.strategy.launcher.kill)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
