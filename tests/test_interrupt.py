@@ -150,6 +150,25 @@ def test_ctrl_c_under_ddp_saves_on_every_rank(sample_root: Path, tmp_path: Path)
     assert _step(folder) in (7, 8)  # rank 1 may have passed the boundary of step 7 before it got the signal
 
 
+def test_one_process_takes_ctrl_c_as_a_request_only_while_it_trains(fresh_stop_state: None,
+                                                                    tmp_path: Path) -> None:
+    """``LastCheckpoint`` arms at the start of training and disarms at its end: after the last step (the
+    final evaluation, writing results) Ctrl-C stops at once again."""
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from pspl_lightning.callbacks.guards import LastCheckpoint
+
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    callback, model = LastCheckpoint(tmp_path / "checkpoints"), BoringModel()
+    callback.on_train_start(trainer, model)
+    assert stop_requests._state["armed"]  # (the first Ctrl-C would be recorded: the test above)
+    callback.on_train_end(trainer, model)
+    with pytest.raises(KeyboardInterrupt):
+        stop_requests._record(signal.SIGINT, None)
+
+
 def test_under_ddp_spawn_no_process_takes_ctrl_c_as_a_request(fresh_stop_state: None, tmp_path: Path) -> None:
     """The decision behind the end-to-end test below (slow): a ``ddp_spawn`` trainer's ranks and waiting
     process do not arm, so Ctrl-C raises at once in each; the waiting process's line names no step."""
